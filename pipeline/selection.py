@@ -1,0 +1,82 @@
+"""Frame selection tasks: MediaPipe signals per sequence, then farthest point sampling."""
+
+from __future__ import annotations
+
+import luigi
+import pandas as pd
+
+from pipeline import config
+from pipeline.common import SubjectParameter, progress_callback, subject_input, subject_output
+from pipeline.subject import InspectSubject
+from tasks import nersemble, pictures, selection, signals
+
+
+class ExtractSignals(luigi.Task):
+    """Blendshapes, head pose and landmarks on the frontal camera for one sequence."""
+
+    subject = SubjectParameter()
+    sequence = luigi.Parameter()
+
+    def requires(self) -> InspectSubject:
+        return InspectSubject(subject=self.subject)
+
+    def output(self) -> luigi.LocalTarget:
+        tag = config.settings_tag(config.signals_config())
+        folder = subject_output(self.subject) / f"signals-{tag}"
+        return luigi.LocalTarget(str(folder / f"{self.sequence}.parquet"))
+
+    def run(self) -> None:
+        result = signals.extract_signals(
+            subject=nersemble.load_subject(subject_input(self.subject)),
+            sequence=self.sequence,
+            config=config.signals_config(),
+            progress=progress_callback(self),
+        )
+        self.output().makedirs()
+        with self.output().temporary_path() as tmp:
+            signals.write_signals(tmp, result)
+
+
+class SelectFrames(luigi.Task):
+    """The subject's timesteps: FPS on blendshapes, then on pose (paper: 40 + 10)."""
+
+    subject = SubjectParameter()
+
+    def requires(self) -> InspectSubject:
+        return InspectSubject(subject=self.subject)
+
+    def output(self) -> luigi.LocalTarget:
+        tag = config.settings_tag(config.selection_config())
+        stag = config.settings_tag(config.signals_config())
+        return luigi.LocalTarget(
+            str(subject_output(self.subject) / f"selection-{stag}-{tag}.parquet")
+        )
+
+    def _sequences(self) -> list[str]:
+        table = pd.read_parquet(self.input().path)
+        frontal = table[table.serial == config.signals().serial]
+        usable = frontal[(frontal.problem == "") & ~frontal.sequence.isin(config.skip_sequences())]
+        return sorted(usable.sequence)
+
+    def run(self):  # noqa: ANN201 - a generator: Luigi runs the yielded tasks first
+        targets = yield [
+            ExtractSignals(subject=self.subject, sequence=s) for s in self._sequences()
+        ]
+        per_sequence = [signals.read_signals(t.path) for t in targets]
+        all_signals = pd.concat([s.table for s in per_sequence], ignore_index=True)
+        result = selection.select_frames(
+            subject=self.subject,
+            signals=all_signals,
+            config=config.selection_config(),
+            failures={s.sequence: s.failure for s in per_sequence if s.failure},
+        )
+        pictures.selection_picture(
+            subject=nersemble.load_subject(subject_input(self.subject)),
+            signals=all_signals,
+            selection=result,
+            serial=config.signals().serial,
+            downsample_factor=config.downsample_factor(),
+            path=subject_output(self.subject) / "selection.png",
+        )
+        with self.output().temporary_path() as tmp:
+            selection.write_selection(tmp, result)

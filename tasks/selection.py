@@ -1,0 +1,132 @@
+"""Timestep selection per subject by greedy farthest point sampling (paper 3.3).
+
+First `blendshape_count` frames in blendshape space, then, separately, `pose_count` more in
+head-pose space among frames not chosen yet. Only frames with a detected face take part.
+Deterministic: the first pick is the frame farthest from the centroid and ties go to the
+earliest (sequence, frame).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+BLENDSHAPE = "blendshape"
+POSE = "pose"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SelectionConfig:
+    blendshape_count: int = 40
+    """Timesteps chosen by farthest point sampling on the 52 blendshape scores."""
+    pose_count: int = 10
+    """Further timesteps chosen on head rotation (axis-angle, radians), distinct from those."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Selection:
+    table: pd.DataFrame
+    """One row per chosen timestep: sequence, frame, criterion, order (0-based pick order)."""
+    warnings: tuple[str, ...]
+    """Human-readable notes, e.g. fewer valid frames than requested."""
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Sequence -> why its signals stopped early or were empty (a truncated video, ...)."""
+
+
+def farthest_point_sampling(points: np.ndarray, count: int) -> list[int]:
+    """Indices of `count` rows of (N, D) `points`, each the farthest from those before it."""
+    n = len(points)
+    if count <= 0 or n == 0:
+        return []
+    start = int(np.argmax(np.linalg.norm(points - points.mean(0), axis=1)))
+    chosen = [start]
+    nearest = np.linalg.norm(points - points[start], axis=1)
+    for _ in range(min(count, n) - 1):
+        pick = int(np.argmax(nearest))
+        chosen.append(pick)
+        nearest = np.minimum(nearest, np.linalg.norm(points - points[pick], axis=1))
+    return chosen
+
+
+def coverage_radius(points: np.ndarray, chosen: list[int]) -> float:
+    """Largest distance from any point to its nearest chosen point (lower covers better)."""
+    d = np.linalg.norm(points[:, None, :] - points[None, chosen, :], axis=2)
+    return float(d.min(axis=1).max())
+
+
+def blendshape_vectors(signals: pd.DataFrame) -> np.ndarray:
+    return np.stack(signals.blendshapes.to_numpy()).astype(np.float64)
+
+
+def pose_vectors(signals: pd.DataFrame) -> np.ndarray:
+    return np.stack(signals.rotation.to_numpy()).astype(np.float64)
+
+
+def select_frames(
+    *,
+    subject: str,
+    signals: pd.DataFrame,
+    config: SelectionConfig,
+    failures: dict[str, str] | None = None,
+) -> Selection:
+    """Choose timesteps from all sequences' signals (rows: sequence, frame, detected, ...);
+    `failures` (sequence -> reason) from signal extraction are carried into the result."""
+    valid = (
+        signals[signals.detected.astype(bool)]
+        .sort_values(["sequence", "frame"])
+        .reset_index(drop=True)
+    )
+    warnings = []
+    wanted = config.blendshape_count + config.pose_count
+    if len(valid) < wanted:
+        warnings.append(
+            f"subject {subject}: only {len(valid)} frames with a face, fewer than the "
+            f"{wanted} requested; all of them are chosen"
+        )
+        logger.warning(warnings[-1])
+    by_blendshape = farthest_point_sampling(blendshape_vectors(valid), config.blendshape_count)
+    rest = np.setdiff1d(np.arange(len(valid)), by_blendshape)
+    by_pose = rest[farthest_point_sampling(pose_vectors(valid.iloc[rest]), config.pose_count)]
+    rows = [(i, BLENDSHAPE) for i in by_blendshape] + [(int(i), POSE) for i in by_pose]
+    table = pd.DataFrame(
+        {
+            "sequence": [valid.sequence[i] for i, _ in rows],
+            "frame": [int(valid.frame[i]) for i, _ in rows],
+            "criterion": [c for _, c in rows],
+            "order": np.arange(len(rows)),
+        }
+    )
+    return Selection(table=table, warnings=tuple(warnings), failures=dict(failures or {}))
+
+
+_METADATA_KEY = b"faceanything.selection"
+
+
+def write_selection(path: Path, selection: Selection) -> None:
+    """Parquet (zstd); warnings and per-sequence failures ride in the file's metadata."""
+    table = pa.Table.from_pandas(selection.table, preserve_index=False)
+    meta = {"warnings": list(selection.warnings), "failures": selection.failures}
+    pq.write_table(
+        table.replace_schema_metadata({_METADATA_KEY: json.dumps(meta).encode()}),
+        path,
+        compression="zstd",
+    )
+
+
+def read_selection(path: Path) -> Selection:
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
+    return Selection(
+        table=table.to_pandas(),
+        warnings=tuple(meta.get("warnings", ())),
+        failures=meta.get("failures", {}),
+    )
