@@ -71,7 +71,7 @@ class FlameLayer(nn.Module):
         self.num_expr = model.num_expr
 
         def buf(name: str, a: np.ndarray, dt: torch.dtype = dtype) -> None:
-            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(a), dtype=dt))
+            self.register_buffer(name, torch.tensor(np.asarray(a), dtype=dt))
 
         buf("v_template", model.v_template)
         buf("faces", model.f, torch.int64)
