@@ -1,0 +1,2 @@
+"""Face Anything's thin model package: reads the shards the pipeline writes (`tasks.shards`)
+and finds correspondences in canonical space (paper eq. 2)."""

@@ -1,0 +1,265 @@
+"""The tracker's optimisation: problem set-up, variables, one stage's Adam loop, residuals.
+
+FLAME is evaluated only at the vertices the energies read (`subset.py`): the landmark
+triangles in landmark-only stages, the fitted region when points join. Static offsets live
+on the fitted region (the face, or the whole head) and are zero elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from flame_tracking import energies as E
+from flame_tracking.initialisation import rigid_start
+from flame_tracking.lbs import FlameLayer, FlameParams
+from flame_tracking.model import FlameModel
+from flame_tracking.observations import LandmarkBatch, TimestepObservation, pack_landmarks
+from flame_tracking.subset import VertexSubset, restrict_model
+
+if TYPE_CHECKING:
+    from flame_tracking.tracker import TrackerConfig
+
+Variable = Literal[
+    "shape",
+    "static_offset",
+    "expr",
+    "rotation",
+    "translation",
+    "neck_pose",
+    "jaw_pose",
+    "eyes_pose",
+]
+PER_TIMESTEP: tuple[Variable, ...] = (
+    "expr",
+    "rotation",
+    "translation",
+    "neck_pose",
+    "jaw_pose",
+    "eyes_pose",
+)
+"""Variables with one row per timestep; `shape` and `static_offset` are shared."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    """One optimisation stage."""
+
+    name: str
+    """Label for logs and progress."""
+    steps: int
+    """Adam steps."""
+    variables: tuple[Variable, ...]
+    """Variables optimised; the others stay fixed."""
+    points: bool = False
+    """Fit the fused points (and compute FLAME on the whole fitted region)."""
+    landmark_scale: float = 1.0
+    """Multiplier of the landmark robust scale: wide while the pose is still coarse."""
+    point_scale: float = 1.0
+    """Multiplier of the point robust scale: wide while the identity is still coarse."""
+    landmark_weight: float = 1.0
+    """Multiplier of the landmark weight: once dense points fit, landmarks (a few pixels
+    off in a consistent way) only keep the surface from sliding."""
+    prior_weight: float = 1.0
+    """Multiplier of the shape and expression priors: strong while only landmarks constrain
+    the face, weak once the points do."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LearningRates:
+    """Adam step sizes per variable, in each variable's own units."""
+
+    shape: float = 0.05
+    """Identity coefficients (unit variance)."""
+    static_offset: float = 1e-4
+    """Metres."""
+    expr: float = 0.05
+    """Expression coefficients."""
+    rotation: float = 0.01
+    """Radians."""
+    translation: float = 1e-3
+    """Metres."""
+    neck_pose: float = 0.01
+    """Radians."""
+    jaw_pose: float = 0.01
+    """Radians."""
+    eyes_pose: float = 0.01
+    """Radians."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Problem:
+    """Everything the optimisation reads, as tensors; per-timestep ones have T rows."""
+
+    keys: tuple[str, ...]
+    """Timestep keys, one per row."""
+    model: FlameModel
+    """The full model (for the point pre-selection and outputs)."""
+    subsets: dict[str, VertexSubset]
+    """'landmark' (landmark triangles) and 'fit' (fitted region plus landmark triangles)."""
+    layers: dict[str, FlameLayer]
+    """FLAME layers of 'landmark', 'fit' and 'full'."""
+    corners: dict[str, torch.Tensor]
+    """(L, 3) landmark triangle corners in each subset's local ids."""
+    faces: torch.Tensor
+    """(F', 3) triangles of the 'fit' subset (local ids), for vertex normals."""
+    bary: torch.Tensor
+    """(L, 3) landmark barycentric coordinates."""
+    K: torch.Tensor
+    """(T, C, 3, 3) intrinsics."""
+    world_2_cam: torch.Tensor
+    """(T, C, 4, 4) cameras."""
+    pixels: torch.Tensor
+    """(T, C, L, 2) observed landmark pixels."""
+    valid: np.ndarray
+    """(T, C, L) bool observed landmarks."""
+    points: tuple[tuple[np.ndarray, np.ndarray], ...]
+    """Per timestep (N, 3) fused points and (N, 3) normals."""
+    region: np.ndarray
+    """(V,) bool: vertices the points may fit."""
+    regressor: torch.Tensor
+    """(5, R) joint regressor columns of the offset (fit) vertices."""
+    laplacian: torch.Tensor
+    """Sparse (V, R) uniform Laplacian columns of the offset vertices."""
+    limits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    """'jaw_pose' and 'eyes_pose' -> (lower, upper) per component."""
+
+    @property
+    def num_vertices(self) -> int:
+        return self.model.num_vertices
+
+    @property
+    def offset_ids(self) -> np.ndarray:
+        """(R,) full-model vertices carrying static offsets."""
+        return self.subsets["fit"].vertex_ids
+
+
+def _torch_sparse(matrix, dtype: torch.dtype) -> torch.Tensor:
+    coo = matrix.tocoo()
+    index = np.stack([coo.row, coo.col]).astype(np.int64)
+    return torch.sparse_coo_tensor(index, coo.data, coo.shape, dtype=dtype).coalesce()
+
+
+def build_problem(
+    *,
+    model: FlameModel,
+    timesteps: tuple[TimestepObservation, ...],
+    config: TrackerConfig,
+    dtype: torch.dtype,
+) -> Problem:
+    """Tensors of the usable `timesteps` and the reduced models the energies evaluate."""
+    landmark_ids = np.unique(model.f[model.lmk_face_idx])
+    region = np.zeros(model.num_vertices, dtype=bool)
+    has_face = config.point_region == "face" and model.face_vertex_ids is not None
+    region[model.face_vertex_ids if has_face else slice(None)] = True
+    subsets = {
+        "landmark": restrict_model(model, landmark_ids),
+        "fit": restrict_model(model, np.union1d(np.flatnonzero(region), landmark_ids)),
+    }
+    fit_ids = subsets["fit"].vertex_ids
+    batch = pack_landmarks(timesteps, mediapipe_idx=model.lmk_mediapipe_idx)
+    tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
+    lower, upper = np.array(config.jaw_limits).T
+    laplacian = E.uniform_laplacian(model.f, model.num_vertices)[:, fit_ids]
+    return Problem(
+        keys=tuple(t.key for t in timesteps),
+        model=model,
+        subsets=subsets,
+        layers={
+            "landmark": FlameLayer(subsets["landmark"].model, dtype),
+            "fit": FlameLayer(subsets["fit"].model, dtype),
+            "full": FlameLayer(model, dtype),
+        },
+        corners={
+            name: torch.as_tensor(s.local(model.f[model.lmk_face_idx]))
+            for name, s in subsets.items()
+        },
+        faces=torch.as_tensor(subsets["fit"].faces),
+        bary=tensor(model.lmk_b_coords),
+        K=tensor(batch.K),
+        world_2_cam=tensor(batch.world_2_cam),
+        pixels=tensor(batch.pixels),
+        valid=batch.valid,
+        points=tuple((t.points, t.normals) for t in timesteps),
+        region=region,
+        regressor=tensor(model.J_regressor[:, fit_ids]),
+        laplacian=_torch_sparse(laplacian, dtype),
+        limits={
+            "jaw_pose": (tensor(lower), tensor(upper)),
+            "eyes_pose": (tensor([-config.eye_limit] * 6), tensor([config.eye_limit] * 6)),
+        },
+    )
+
+
+def initial_variables(problem: Problem, *, config: TrackerConfig) -> dict[str, torch.Tensor]:
+    """Zero identity, expression and joint rotations; head pose from the landmarks."""
+    model = problem.model
+    corners = model.v_template[model.f[model.lmk_face_idx]]
+    template_points = np.einsum("lk,lkc->lc", model.lmk_b_coords, corners)
+    start = rigid_start(
+        landmarks=_landmark_batch(problem),
+        template_points=template_points,
+        root_joint=model.J_regressor[0] @ model.v_template,
+        max_error_px=config.init_max_error_px,
+    )
+    t, dtype = len(problem.keys), problem.bary.dtype
+    sizes = {"expr": model.num_expr, "neck_pose": 3, "jaw_pose": 3, "eyes_pose": 6}
+    values = {
+        "shape": torch.zeros(model.num_shape, dtype=dtype),
+        "static_offset": torch.zeros(len(problem.offset_ids), 3, dtype=dtype),
+        "rotation": torch.as_tensor(start.rotation, dtype=dtype),
+        "translation": torch.as_tensor(start.translation, dtype=dtype),
+        **{name: torch.zeros(t, size, dtype=dtype) for name, size in sizes.items()},
+    }
+    return {name: value.requires_grad_(True) for name, value in values.items()}
+
+
+def _landmark_batch(problem: Problem) -> LandmarkBatch:
+    return LandmarkBatch(
+        K=problem.K.double().numpy(),
+        world_2_cam=problem.world_2_cam.double().numpy(),
+        pixels=problem.pixels.double().numpy(),
+        valid=problem.valid,
+    )
+
+
+def evaluate(problem: Problem, variables: dict[str, torch.Tensor], *, subset: str) -> torch.Tensor:
+    """(T, n, 3) posed vertices of `subset` ('landmark', 'fit') or all of them ('full')."""
+    offsets = variables["static_offset"]
+    if subset == "full":
+        full = torch.zeros(problem.num_vertices, 3, dtype=offsets.dtype)
+        static = full.index_copy(0, torch.as_tensor(problem.offset_ids), offsets)
+    else:
+        rows = problem.subsets["fit"].local(problem.subsets[subset].vertex_ids)
+        static = torch.cat([offsets[torch.as_tensor(rows)], problem.regressor @ offsets])
+    params = FlameParams(
+        shape=variables["shape"],
+        static_offset=static,
+        **{name: variables[name] for name in PER_TIMESTEP},
+    )
+    vertices = problem.layers[subset](params).vertices
+    return vertices if subset == "full" else vertices[:, : problem.subsets[subset].num_kept]
+
+
+def select_timesteps(
+    problem: Problem, variables: dict[str, torch.Tensor], *, keep: list[int]
+) -> tuple[Problem, dict[str, torch.Tensor]]:
+    """The problem and variables of the timesteps `keep` (row indices), shared ones copied."""
+    rows = torch.as_tensor(keep, dtype=torch.int64)
+    smaller = dataclasses.replace(
+        problem,
+        keys=tuple(problem.keys[i] for i in keep),
+        K=problem.K[rows],
+        world_2_cam=problem.world_2_cam[rows],
+        pixels=problem.pixels[rows],
+        valid=problem.valid[keep],
+        points=tuple(problem.points[i] for i in keep),
+    )
+    values = {
+        name: (value.detach()[rows] if name in PER_TIMESTEP else value.detach()).clone()
+        for name, value in variables.items()
+    }
+    return smaller, {name: value.requires_grad_(True) for name, value in values.items()}

@@ -1,0 +1,257 @@
+"""Frames of one selected timestep from all 16 cameras, at the working resolution (paper 3.3).
+
+Output folder (written to a temporary sibling, then renamed into place):
+
+    images/cam_{serial}.png   lossless RGB, what COLMAP reads (only the usable views)
+    cameras.json              the 16 cameras at the working resolution (`read_cameras_json`)
+    frames.json               status, reason and one status per view (`read_frames_summary`)
+
+A missing video, a frame that does not decode or a blank view (a dead camera: near-constant
+image) is an expected failure: the timestep comes back "dropped" with the reason, and the
+views that did decode are still written so the failure can be looked at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from tasks import video
+from tasks.cameras import SERIALS, Camera
+from tasks.nersemble import Subject, read_frames
+
+Progress = Callable[[float, str], None]
+"""progress(fraction done in [0, 1], message)."""
+
+Status = Literal["ok", "dropped"]
+ViewState = Literal["ok", "missing", "undecodable", "blank"]
+
+IMAGES_DIR = "images"
+CAMERAS_FILE = "cameras.json"
+SUMMARY_FILE = "frames.json"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FramesConfig:
+    """How a timestep's frames are prepared."""
+
+    downsample: int = 4
+    """Integer shrink factor from the stored full resolution (paper: 4, 2200x3208 -> 550x802)."""
+    color_correct: bool = True
+    """Apply the subject's colour calibration (when it has one)."""
+    blank_max_std: float = 2.0
+    """A view whose grey-level standard deviation (uint8 levels) is at most this is blank."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ViewStatus:
+    """What became of one camera's view."""
+
+    serial: str
+    """Camera serial."""
+    state: ViewState
+    """"ok", or why the view is unusable."""
+    reason: str
+    """Human-readable detail ('' when ok)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TimestepFrames:
+    """Result of `extract_frames`: where the frames are and whether the timestep is usable."""
+
+    sequence: str
+    """Sequence name."""
+    frame: int
+    """Frame number in the sequence."""
+    status: Status
+    """"ok" when all 16 views are usable, else "dropped"."""
+    reason: str
+    """Why it was dropped ('' when ok), naming the cameras."""
+    views: tuple[ViewStatus, ...]
+    """One entry per camera, in `SERIALS` order."""
+    directory: Path
+    """The output folder."""
+
+    def image_path(self, serial: str) -> Path:
+        """Where the view of `serial` is (exists only when its state is "ok")."""
+        return image_path(self.directory, serial)
+
+
+def image_name(serial: str) -> str:
+    """The file name of one camera's view inside `images/` (COLMAP's image name)."""
+    return f"cam_{serial}.png"
+
+
+def image_path(directory: Path, serial: str) -> Path:
+    """One camera's view inside a timestep's frames folder."""
+    return Path(directory) / IMAGES_DIR / image_name(serial)
+
+
+def extract_frames(
+    *,
+    subject: Subject,
+    sequence: str,
+    frame: int,
+    output: Path,
+    config: FramesConfig = FramesConfig(),
+    progress: Progress | None = None,
+) -> TimestepFrames:
+    """Decode, colour-correct and shrink frame `frame` of `sequence` from every camera.
+
+    Unexpected problems (wrong image size, unwritable output) raise; a camera whose view is
+    missing, undecodable or blank makes the timestep "dropped" with the reason.
+    """
+    output = Path(output)
+    tmp = fresh_sibling(output)
+    (tmp / IMAGES_DIR).mkdir()
+    views, cameras = [], {}
+    for k, serial in enumerate(SERIALS):
+        state, reason, image = _read_view(subject, sequence, frame, serial, config)
+        cameras[serial] = subject.camera(serial, downsample=config.downsample)
+        if image is not None:
+            _write_png(image_path(tmp, serial), image)
+        views.append(ViewStatus(serial=serial, state=state, reason=reason))
+        if progress is not None:
+            progress((k + 1) / len(SERIALS), f"{sequence} frame {frame}: camera {serial}")
+    bad = [v for v in views if v.state != "ok"]
+    result = TimestepFrames(
+        sequence=sequence,
+        frame=frame,
+        status="dropped" if bad else "ok",
+        reason="; ".join(f"camera {v.serial} {v.state}: {v.reason}" for v in bad),
+        views=tuple(views),
+        directory=output,
+    )
+    write_cameras_json(tmp / CAMERAS_FILE, cameras)
+    _write_json(tmp / SUMMARY_FILE, _summary_dict(result, config))
+    replace_dir(tmp, output)
+    return result
+
+
+def _read_view(
+    subject: Subject, sequence: str, frame: int, serial: str, config: FramesConfig
+) -> tuple[ViewState, str, np.ndarray | None]:
+    """(state, reason, image): image is None when nothing decoded; a blank one is kept."""
+    try:
+        frames = read_frames(
+            subject,
+            sequence=sequence,
+            serial=serial,
+            frames=[frame],
+            downsample=config.downsample,
+            color_correct=config.color_correct,
+        )
+    except FileNotFoundError as e:
+        return "missing", str(e), None
+    except video.VideoError as e:
+        return "undecodable", str(e), None
+    if frame not in frames.images:
+        return "undecodable", frames.failed.get(frame, f"frame {frame} did not decode"), None
+    image = frames.images[frame]
+    std = float(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).std())
+    if std <= config.blank_max_std:
+        return "blank", f"near-constant image (grey std {std:.2f} <= {config.blank_max_std})", image
+    return "ok", "", image
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+
+
+# ---------------------------------------------------------------- JSON files
+
+
+def write_cameras_json(path: Path, cameras: Mapping[str, Camera]) -> None:
+    """Serial -> {K, world_2_cam, width, height} (OpenCV, metres), cameras in given order."""
+    data = {
+        serial: {
+            "K": np.asarray(c.K).tolist(),
+            "world_2_cam": np.asarray(c.world_2_cam).tolist(),
+            "width": c.width,
+            "height": c.height,
+        }
+        for serial, c in cameras.items()
+    }
+    _write_json(path, data)
+
+
+def read_cameras_json(path: Path) -> dict[str, Camera]:
+    """The cameras `write_cameras_json` wrote; a clear error naming a bad file."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {
+            serial: Camera(
+                serial=serial,
+                K=np.asarray(c["K"], dtype=np.float64).reshape(3, 3),
+                world_2_cam=np.asarray(c["world_2_cam"], dtype=np.float64).reshape(4, 4),
+                width=int(c["width"]),
+                height=int(c["height"]),
+            )
+            for serial, c in data.items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a readable cameras file ({e})") from e
+
+
+def _summary_dict(result: TimestepFrames, config: FramesConfig) -> dict:
+    return {
+        "sequence": result.sequence,
+        "frame": result.frame,
+        "status": result.status,
+        "reason": result.reason,
+        "views": {v.serial: {"state": v.state, "reason": v.reason} for v in result.views},
+        "config": dataclasses.asdict(config),
+    }
+
+
+def read_frames_summary(directory: Path) -> TimestepFrames:
+    """The result of an earlier `extract_frames` into `directory`, from its frames.json."""
+    path = Path(directory) / SUMMARY_FILE
+    try:
+        data = json.loads(path.read_text())
+        views = tuple(
+            ViewStatus(serial=s, state=v["state"], reason=v["reason"])
+            for s, v in data["views"].items()
+        )
+        return TimestepFrames(
+            sequence=data["sequence"],
+            frame=int(data["frame"]),
+            status=data["status"],
+            reason=data["reason"],
+            views=views,
+            directory=Path(directory),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a readable frames summary ({e})") from e
+
+
+# ---------------------------------------------------------------- atomic folders
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=1))
+
+
+def fresh_sibling(final: Path) -> Path:
+    """An empty temporary sibling of `final` (replacing one a killed run left)."""
+    tmp = final.with_name(f".{final.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move `tmp` to `final`, replacing an older `final`."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)

@@ -1,0 +1,579 @@
+"""Dense depth and normals for every view of one timestep (paper 3.3), written both as EXR maps
+and as COLMAP depth/normal maps in the dense workspace, so that COLMAP's fusion runs after it.
+
+Two backends. "torch" is our own multi-view stereo (CPU or GPU): per reference view a
+fronto-parallel plane sweep at reduced resolution, then sweeps at full resolution around that
+surface (each pixel's window follows the current depth map, so slanted skin is matched
+without fronto-parallel distortion), windowed NCC over the best neighbours, winner-take-all
+with a parabola fit between hypotheses; then a geometric consistency check against every other
+view's depth. "colmap" is COLMAP's PatchMatch (needs pycolmap built with CUDA).
+
+EXR per view (`{maps_dir}/{image stem}.exr`): `depth` camera z in metres (NaN invalid),
+`normal` unit WORLD-frame normal facing the camera (NaN invalid, like the ground truth maps),
+`confidence` in [0, 1] (0 invalid). COLMAP's maps hold the same depth (0 invalid) and the
+normal in the CAMERA frame (see `tasks.fusion`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pycolmap
+import torch
+
+from tasks import mvs_torch
+from tasks.cameras import Camera, project, world_to_camera
+from tasks.exr import write_exr
+from tasks.fusion import (
+    DenseWorkspace,
+    WorkspaceView,
+    load_views,
+    read_colmap_map,
+    write_colmap_map,
+)
+
+Progress = Callable[[float, str], None]
+"""progress(fraction done in [0, 1], message)."""
+
+Backend = Literal["auto", "torch", "colmap"]
+Status = Literal["ok", "partial", "failed"]
+ViewState = Literal["ok", "failed"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MvsConfig:
+    """How dense depth is estimated; every field except `device`/`num_threads` can change it."""
+
+    backend: Backend = "auto"
+    """"auto": "colmap" when pycolmap has CUDA, else "torch"."""
+    device: str = "auto"
+    """Torch device ("cpu", "cuda", "cuda:1"); "auto": CUDA when available."""
+    num_threads: int | None = None
+    """CPU threads for torch during the call (None: torch's default, all cores)."""
+    num_neighbours: int = 6
+    """Source views matched against each reference view."""
+    ideal_angle_deg: float = 20.0
+    """Preferred angle between the reference and a source view at the scene."""
+    angle_range_deg: tuple[float, float] = (5.0, 50.0)
+    """Angles outside this range never make a source view."""
+    diversity: float = 0.5
+    """How strongly a source in the same direction as an already chosen one is passed over."""
+    depth_percentiles: tuple[float, float] = (1.0, 99.0)
+    """Percentiles of the view's sparse point depths that bound the sweep."""
+    depth_margin_m: float = 0.03
+    """Metres added on both sides of the percentile range."""
+    min_sparse_points: int = 20
+    """A view observing fewer sparse points has no depth range: a recorded failure."""
+    min_depth_range_m: float = 0.005
+    """A percentile range narrower than this is degenerate: a recorded failure."""
+    coarse_factor: int = 2
+    """The plane sweep runs on images shrunk by this factor."""
+    num_planes: int = 96
+    """Fronto-parallel planes, uniform in inverse depth over the range, at coarse scale."""
+    coarse_window_radius: int = 3
+    """NCC window radius (pixels) of the coarse sweep."""
+    window_radius: int = 4
+    """NCC window radius (pixels) at full resolution."""
+    refine_steps_px: tuple[float, ...] = (1.0, 0.35)
+    """Full-resolution passes around the current surface: hypothesis spacing of each pass, as
+    the disparity step in pixels of the widest-baseline source view."""
+    refine_hypotheses: int = 3
+    """Hypotheses on each side of the current depth in a refinement pass."""
+    best_k: int = 3
+    """Per hypothesis, the mean cost of the best k source views (occlusion robustness)."""
+    min_texture_std: float = 0.004
+    """Reference windows with a grey standard deviation below this are invalid."""
+    min_ncc: float = 0.5
+    """Pixels whose best-k mean NCC is below this are invalid."""
+    max_reproj_px: float = 1.0
+    """Consistency: forward-backward reprojection error allowed, in pixels."""
+    max_depth_rel: float = 0.002
+    """Consistency: relative depth difference allowed (0.002 = 2 mm at 1 m)."""
+    min_consistent_views: int = 2
+    """Other views that must agree with a pixel's depth for it to stay valid."""
+    average_consistent: bool = True
+    """Replace a kept depth by the mean of its own and the agreeing views' depths."""
+    normal_radius: int = 2
+    """Normals: smoothing window radius and central-difference half span, in pixels."""
+    region_margin_px: int = 16
+    """Depth is sought in the box around the view's sparse points, this much wider."""
+    chunk: int = 16
+    """Hypotheses evaluated at once (memory vs speed)."""
+    colmap_window_radius: int = 5
+    """COLMAP backend: PatchMatch NCC window radius."""
+
+    def __post_init__(self) -> None:
+        if self.num_neighbours < 1 or self.best_k < 1:
+            raise ValueError("num_neighbours and best_k must be at least 1")
+        if self.coarse_factor < 1 or self.num_planes < 3 or self.refine_hypotheses < 1:
+            raise ValueError("coarse_factor >= 1, num_planes >= 3, refine_hypotheses >= 1")
+        if not self.refine_steps_px:
+            raise ValueError("refine_steps_px needs at least one full-resolution pass")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ViewResult:
+    """What became of one view."""
+
+    name: str
+    """Image name, e.g. 'cam_222200037.png'."""
+    state: ViewState
+    """"ok", or "failed" (no maps written)."""
+    reason: str
+    """Why it failed ('' when ok)."""
+    neighbours: tuple[str, ...]
+    """Source views used, best first."""
+    depth_range: tuple[float, float] | None
+    """Swept depth range in metres (None when there is none)."""
+    valid_fraction: float
+    """Fraction of pixels with a valid depth after filtering."""
+    exr_path: Path | None
+    """The EXR maps (None when failed)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MvsResult:
+    """What `run_mvs` made of one timestep."""
+
+    status: Status
+    """"ok" (every view has maps), "partial" (some do) or "failed" (none)."""
+    reason: str
+    """Why not ok ('' when ok)."""
+    backend: Literal["torch", "colmap"]
+    """The backend that ran."""
+    device: str
+    """Where it ran ("cpu", "cuda", ...)."""
+    views: tuple[ViewResult, ...]
+    """One entry per view, sorted by name."""
+    seconds: float
+    """Wall time."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DepthMaps:
+    """One view's dense result in memory."""
+
+    depth: np.ndarray
+    """(H, W) float32 camera z in metres, NaN invalid."""
+    normal: np.ndarray
+    """(H, W, 3) float32 unit camera-frame normals facing the camera, NaN invalid."""
+    confidence: np.ndarray
+    """(H, W) float32 in [0, 1]: best-k mean NCC of the winning depth, 0 invalid."""
+
+
+def resolve_backend(backend: Backend) -> Literal["torch", "colmap"]:
+    """ "auto" -> "colmap" when pycolmap was built with CUDA, else "torch"."""
+    if backend == "auto":
+        return "colmap" if pycolmap.has_cuda else "torch"
+    return backend
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "auto" -> CUDA when torch sees a GPU, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def select_neighbours(
+    views: Mapping[str, WorkspaceView], *, config: MvsConfig
+) -> dict[str, tuple[str, ...]]:
+    """Per view, `num_neighbours` source views picked greedily: score = (shared sparse points
+    + 1) x a Gaussian weight (10 degrees wide) of the angle at the view's scene centre
+    (median sparse point) around `ideal_angle_deg`, scaled down by (1 - `diversity` x cosine)
+    against the most similar baseline direction already picked, so that sources surround
+    the reference (a cheek turned away from one side is seen from the other). Views outside
+    `angle_range_deg` never count; a view without sparse points gets none."""
+    chosen = {}
+    for name, ref in views.items():
+        scores, directions = _candidates(name, views, config) if len(ref.points) else ({}, {})
+        picked: list[str] = []
+        while scores and len(picked) < config.num_neighbours:
+            adjusted = {
+                n: score
+                * (
+                    1.0
+                    - config.diversity
+                    * max([0.0, *(directions[n] @ directions[p] for p in picked)])
+                )
+                for n, score in scores.items()
+            }
+            picked.append(max(adjusted, key=adjusted.__getitem__))
+            del scores[picked[-1]]
+        chosen[name] = tuple(picked)
+    return chosen
+
+
+def _candidates(
+    name: str, views: Mapping[str, WorkspaceView], config: MvsConfig
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Scores and unit baseline directions (across the viewing axis) of a view's candidates."""
+    ref = views[name]
+    centre = np.median(ref.points, axis=0)
+    axis = (centre - ref.camera.center) / np.linalg.norm(centre - ref.camera.center)
+    scores, directions = {}, {}
+    for other_name, other in views.items():
+        angle = _angle_deg(centre - ref.camera.center, centre - other.camera.center)
+        if other_name == name or not _within(angle, config.angle_range_deg):
+            continue
+        shared = np.intersect1d(ref.point_ids, other.point_ids).size
+        weight = np.exp(-0.5 * ((angle - config.ideal_angle_deg) / 10.0) ** 2)
+        scores[other_name] = (shared + 1) * weight
+        baseline = other.camera.center - ref.camera.center
+        baseline -= (baseline @ axis) * axis
+        directions[other_name] = baseline / max(np.linalg.norm(baseline), 1e-12)
+    return scores, directions
+
+
+def _within(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= value <= bounds[1]
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    cos = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def depth_range(
+    view: WorkspaceView, *, config: MvsConfig
+) -> tuple[tuple[float, float] | None, str]:
+    """The swept depth range of a view from its sparse points, or None and why there is none
+    (too few points in front of the camera, or a degenerate percentile range)."""
+    z = world_to_camera(view.points, view.camera)[:, 2]
+    z = z[z > 0]
+    if len(z) < config.min_sparse_points:
+        return None, f"{len(z)} sparse points in front of the camera (< {config.min_sparse_points})"
+    low, high = np.percentile(z, config.depth_percentiles)
+    if high - low < config.min_depth_range_m:
+        return None, f"degenerate depth range {low:.4f}..{high:.4f} m from {len(z)} sparse points"
+    margin = config.depth_margin_m
+    return (float(max(low - margin, 0.5 * low)), float(high + margin)), ""
+
+
+def _sources(
+    ref: mvs_torch.ViewImage, sources: list[mvs_torch.ViewImage]
+) -> list[mvs_torch.Source]:
+    device = ref.grey.device
+    return [
+        mvs_torch.source(ref=ref.camera, grey=s.grey, camera=s.camera, device=device)
+        for s in sources
+    ]
+
+
+def _plane_sweep(
+    ref: mvs_torch.ViewImage,
+    sources: list[mvs_torch.ViewImage],
+    depths: tuple[float, float],
+    config: MvsConfig,
+) -> torch.Tensor:
+    """(h, w) inverse depth of the best fronto-parallel plane (sub-plane by parabola)."""
+    inv_far, inv_near = 1.0 / depths[1], 1.0 / depths[0]
+    step = (inv_near - inv_far) / (config.num_planes - 1)
+    inverse = inv_far + step * torch.arange(config.num_planes, device=ref.grey.device)
+    min_var = config.min_texture_std**2
+    cost = mvs_torch.sweep_cost(
+        mvs_torch.window_stats(ref.grey, config.coarse_window_radius, min_var),
+        _sources(ref, sources),
+        (1.0 / inverse)[:, None, None],
+        best_k=config.best_k,
+        min_var=min_var,
+        chunk=config.chunk,
+    )
+    position, _ = mvs_torch.winner(cost)
+    return inv_far + step * position
+
+
+def _refine(
+    ref: mvs_torch.ViewImage,
+    sources: list[mvs_torch.ViewImage],
+    inverse: torch.Tensor,
+    config: MvsConfig,
+) -> tuple[torch.Tensor, torch.Tensor, mvs_torch.WindowStats]:
+    """Full-resolution passes around the current inverse depth (H, W): each hypothesis moves
+    the whole surface, so windows follow its slant. Returns inverse depth, cost, ref stats."""
+    min_var = config.min_texture_std**2
+    stats = mvs_torch.window_stats(ref.grey, config.window_radius, min_var)
+    prepared = _sources(ref, sources)
+    baseline = max(np.linalg.norm(s.camera.center - ref.camera.center) for s in sources)
+    count = config.refine_hypotheses
+    offsets = torch.arange(-count, count + 1, device=inverse.device, dtype=inverse.dtype)
+    for step_px in config.refine_steps_px:
+        step = step_px / (ref.camera.K[0, 0] * baseline)
+        hypotheses = (inverse[None] + step * offsets[:, None, None]).clamp(min=1e-3)
+        volume = mvs_torch.sweep_cost(
+            stats,
+            prepared,
+            1.0 / hypotheses,
+            best_k=config.best_k,
+            min_var=min_var,
+            chunk=config.chunk,
+        )
+        position, cost = mvs_torch.winner(volume)
+        inverse = inverse + step * (position - count)
+    return inverse, cost, stats
+
+
+def _region(view: WorkspaceView, depths: tuple[float, float], margin: int) -> dict[str, int]:
+    """Pixel box (x0, y0, x1, y1) around the projections of the view's sparse points within
+    the swept depths, `margin` pixels wider: depth is only sought there."""
+    cam = view.camera
+    uv, z = project(view.points, cam)
+    uv = uv[(z >= depths[0]) & (z <= depths[1])]
+    x0, y0 = np.floor(uv.min(axis=0)).astype(int) - margin
+    x1, y1 = np.ceil(uv.max(axis=0)).astype(int) + margin + 1
+    return {"x0": max(x0, 0), "y0": max(y0, 0), "x1": min(x1, cam.width), "y1": min(y1, cam.height)}
+
+
+def _photometric_depth(
+    view: WorkspaceView,
+    ref: mvs_torch.ViewImage,
+    sources: list[mvs_torch.ViewImage],
+    depths: tuple[float, float],
+    config: MvsConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth (H, W) (NaN where textureless, poorly matched, outside the range or the sparse
+    points' region) and its cost (H, W)."""
+    region = _region(view, depths, config.region_margin_px)
+    part = mvs_torch.crop(ref, **region)
+    factor = config.coarse_factor
+    coarse = _plane_sweep(
+        mvs_torch.shrink(part, factor),
+        [mvs_torch.shrink(s, factor) for s in sources],
+        depths,
+        config,
+    )
+    height, width = part.grey.shape[-2:]
+    inverse = mvs_torch.upsample(coarse, factor, height, width)
+    inverse, cost, stats = _refine(part, sources, inverse, config)
+    depth = 1.0 / inverse
+    valid = (
+        (cost <= 1.0 - config.min_ncc)
+        & (stats.var[0] >= config.min_texture_std**2)
+        & (depth >= depths[0])
+        & (depth <= depths[1])
+    )
+    full_depth = torch.full(ref.grey.shape[-2:], torch.nan, device=depth.device)
+    full_cost = torch.full(ref.grey.shape[-2:], 2.0, device=depth.device)
+    rows, cols = slice(region["y0"], region["y1"]), slice(region["x0"], region["x1"])
+    full_depth[rows, cols] = torch.where(valid, depth, torch.nan)
+    full_cost[rows, cols] = cost
+    return full_depth, full_cost
+
+
+def _filtered(
+    name: str,
+    photometric: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    cameras: Mapping[str, Camera],
+    config: MvsConfig,
+) -> DepthMaps:
+    """One view's maps after the geometric consistency check against every other view."""
+    depth, cost = photometric[name]
+    others = [(cameras[o], d) for o, (d, _) in photometric.items() if o != name]
+    count, total = mvs_torch.consistency(
+        cameras[name],
+        depth,
+        others,
+        max_reproj_px=config.max_reproj_px,
+        max_depth_rel=config.max_depth_rel,
+    )
+    if config.average_consistent:
+        depth = (depth + total) / (1.0 + count)
+    depth = torch.where(count >= config.min_consistent_views, depth, torch.nan)
+    normal = mvs_torch.normals_from_depth(depth, cameras[name], config.normal_radius)
+    valid = torch.isfinite(depth) & torch.isfinite(normal).all(dim=-1)
+    confidence = torch.where(valid, (1.0 - cost).clamp(0.0, 1.0), 0.0)
+    as_numpy = lambda t: t.cpu().numpy().astype(np.float32)  # noqa: E731
+    return DepthMaps(
+        depth=as_numpy(torch.where(valid, depth, torch.nan)),
+        normal=as_numpy(torch.where(valid[..., None], normal, torch.nan)),
+        confidence=as_numpy(confidence),
+    )
+
+
+def estimate_depth_maps(
+    *,
+    views: Mapping[str, WorkspaceView],
+    config: MvsConfig = MvsConfig(),
+    progress: Progress | None = None,
+) -> tuple[dict[str, DepthMaps], dict[str, ViewResult]]:
+    """The torch backend without files: filtered maps of the views that have them, and one
+    result per view (`exr_path` None). A view without a depth range or sources, or whose
+    every pixel is filtered out, is a failed view with the reason."""
+    report = progress or (lambda fraction, message: None)
+    device = resolve_device(config.device)
+    neighbours = select_neighbours(views, config=config)
+    images = {
+        n: mvs_torch.view_image(image=v.image, camera=v.camera, device=device)
+        for n, v in views.items()
+    }
+    photometric, ranges, reasons = {}, {}, {}
+    for index, (name, view) in enumerate(views.items()):
+        ranges[name], reasons[name] = depth_range(view, config=config)
+        if ranges[name] is not None and not neighbours[name]:
+            reasons[name] = "no source view within the angle range"
+        if not reasons[name]:
+            sources = [images[s] for s in neighbours[name]]
+            photometric[name] = _photometric_depth(
+                view, images[name], sources, ranges[name], config
+            )
+        report(0.85 * (index + 1) / len(views), f"depth of {name}")
+    cameras = {n: v.camera for n, v in views.items()}
+    maps = {}
+    for name in photometric:
+        result = _filtered(name, photometric, cameras, config)
+        if np.isfinite(result.depth).any():
+            maps[name] = result
+        else:
+            reasons[name] = "every pixel failed the photometric or consistency filters"
+    report(1.0, f"{len(maps)}/{len(views)} views have depth")
+    results = {
+        name: ViewResult(
+            name=name,
+            state="ok" if name in maps else "failed",
+            reason=reasons[name],
+            neighbours=neighbours[name],
+            depth_range=ranges[name],
+            valid_fraction=float(np.isfinite(maps[name].depth).mean()) if name in maps else 0.0,
+            exr_path=None,
+        )
+        for name in views
+    }
+    return maps, results
+
+
+def run_mvs(
+    *,
+    workspace: DenseWorkspace,
+    maps_dir: str | Path,
+    config: MvsConfig = MvsConfig(),
+    progress: Progress | None = None,
+) -> MvsResult:
+    """Dense depth of every workspace view with the configured backend: EXR maps into
+    `maps_dir` and COLMAP geometric depth/normal maps into the workspace (stale maps of a
+    failed view are removed, so fusion never reads an older run)."""
+    start = time.monotonic()
+    maps_dir = Path(maps_dir)
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    views = load_views(workspace)
+    if resolve_backend(config.backend) == "colmap":
+        results, device = _run_colmap(workspace, views, maps_dir, config), "cuda"
+    else:
+        device = str(resolve_device(config.device))
+        with _torch_threads(config.num_threads):
+            maps, results = estimate_depth_maps(views=views, config=config, progress=progress)
+        for name, view_maps in maps.items():
+            write_colmap_map(workspace.depth_map_path(name), view_maps.depth)
+            write_colmap_map(workspace.normal_map_path(name), view_maps.normal)
+            exr = _write_view_exr(maps_dir, name, view_maps, views[name].camera)
+            results[name] = dataclasses.replace(results[name], exr_path=exr)
+    for name, result in results.items():
+        if result.state == "failed":
+            workspace.depth_map_path(name).unlink(missing_ok=True)
+            workspace.normal_map_path(name).unlink(missing_ok=True)
+    failed = [r for r in results.values() if r.state == "failed"]
+    status: Status = "ok" if not failed else "partial" if len(failed) < len(results) else "failed"
+    return MvsResult(
+        status=status,
+        reason="; ".join(f"{r.name}: {r.reason}" for r in failed),
+        backend=resolve_backend(config.backend),
+        device=device,
+        views=tuple(results[n] for n in sorted(results)),
+        seconds=time.monotonic() - start,
+    )
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Torch's CPU thread count set to `count` for the block (None: left alone)."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _write_view_exr(maps_dir: Path, name: str, maps: DepthMaps, camera: Camera) -> Path:
+    """EXR of one view: depth, WORLD-frame normal (n_world = R^T n_cam), confidence."""
+    normal_world = maps.normal @ camera.world_2_cam[:3, :3]
+    channels = {"depth": maps.depth, "normal": normal_world, "confidence": maps.confidence}
+    return write_exr(maps_dir / f"{Path(name).stem}.exr", channels)
+
+
+COLMAP_NEEDS_CUDA = (
+    "COLMAP PatchMatch needs CUDA: this pycolmap was built without it "
+    "(pycolmap.has_cuda is False); use backend='torch'"
+)
+
+
+def _run_colmap(
+    workspace: DenseWorkspace,
+    views: Mapping[str, WorkspaceView],
+    maps_dir: Path,
+    config: MvsConfig,
+) -> dict[str, ViewResult]:
+    """COLMAP PatchMatch (photometric then geometric pass) on our neighbour choice; its
+    geometric maps stay in the workspace and are copied to EXR (confidence 1 where valid).
+    Without CUDA every view fails with `COLMAP_NEEDS_CUDA`."""
+    neighbours = select_neighbours(views, config=config)
+    if not pycolmap.has_cuda:
+        return {n: _failed(n, COLMAP_NEEDS_CUDA, neighbours[n]) for n in views}
+    lines = []
+    for name in views:
+        lines += [name, ", ".join(neighbours[name]) or "__auto__, 20"]
+    (workspace.stereo_dir / "patch-match.cfg").write_text("\n".join(lines) + "\n")
+    options = pycolmap.PatchMatchOptions(
+        window_radius=config.colmap_window_radius,
+        geom_consistency=True,
+        filter=True,
+        filter_min_num_consistent=config.min_consistent_views,
+    )
+    pycolmap.patch_match_stereo(workspace.root, options=options)
+    results = {}
+    for name, view in views.items():
+        path = workspace.depth_map_path(name)
+        if not path.is_file():
+            results[name] = _failed(
+                name, "PatchMatch wrote no geometric depth map", neighbours[name]
+            )
+            continue
+        depth = read_colmap_map(path)
+        valid = depth > 0
+        maps = DepthMaps(
+            depth=np.where(valid, depth, np.nan).astype(np.float32),
+            normal=np.where(
+                valid[..., None], read_colmap_map(workspace.normal_map_path(name)), np.nan
+            ).astype(np.float32),
+            confidence=valid.astype(np.float32),
+        )
+        results[name] = ViewResult(
+            name=name,
+            state="ok" if valid.any() else "failed",
+            reason="" if valid.any() else "PatchMatch kept no pixel",
+            neighbours=neighbours[name],
+            depth_range=None,
+            valid_fraction=float(valid.mean()),
+            exr_path=_write_view_exr(maps_dir, name, maps, view.camera),
+        )
+    return results
+
+
+def _failed(name: str, reason: str, neighbours: tuple[str, ...]) -> ViewResult:
+    return ViewResult(
+        name=name,
+        state="failed",
+        reason=reason,
+        neighbours=neighbours,
+        depth_range=None,
+        valid_fraction=0.0,
+        exr_path=None,
+    )

@@ -1,0 +1,454 @@
+"""Structure from motion for one timestep with pycolmap (paper 3.3): keep it only if all 16 views
+register in one model, then put that model in the calibrated world (metres).
+
+Input: a frames folder from `tasks.frames.extract_frames`. Output folder (written to a
+temporary sibling, then renamed into place):
+
+    database.db     COLMAP database: features, matches, the cameras with calibrated intrinsics
+    sparse/         the model in COLMAP's binary format, in world coordinates (only when kept)
+    sfm.json        summary (`read_sfm_summary`): status, reason, residuals, counts, timings
+
+Two modes. "mapping" runs COLMAP's incremental mapper with the calibrated intrinsics held
+fixed, then aligns the model to the calibration by the similarity transform between camera
+centres; the per-camera centre residuals measure how well the images agree with the
+calibration. "calibrated" skips the mapper: it triangulates the matches with the calibrated
+poses (a view counts as registered when it sees enough of the points).
+
+COLMAP puts the centre of the top-left pixel at (0.5, 0.5), OpenCV at (0, 0): principal
+points move by half a pixel between the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pycolmap
+
+from tasks.cameras import SERIALS, Camera
+from tasks.frames import (
+    CAMERAS_FILE,
+    IMAGES_DIR,
+    fresh_sibling,
+    image_name,
+    read_cameras_json,
+    read_frames_summary,
+    replace_dir,
+)
+
+Progress = Callable[[float, str], None]
+"""progress(fraction done in [0, 1], message)."""
+
+Status = Literal["ok", "dropped"]
+SfmMode = Literal["mapping", "calibrated"]
+CameraModel = Literal["PINHOLE", "OPENCV"]
+
+DATABASE_FILE = "database.db"
+SPARSE_DIR = "sparse"
+SUMMARY_FILE = "sfm.json"
+
+
+class SfmError(RuntimeError):
+    """An unexpected failure of the SfM stage; the message names the folder."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SfmConfig:
+    """How one timestep is reconstructed; every field can change the result."""
+
+    mode: SfmMode = "mapping"
+    """"mapping": estimate poses, then align; "calibrated": triangulate with the known poses."""
+    camera_model: CameraModel = "PINHOLE"
+    """COLMAP camera model, initialised from the calibrated K (OPENCV with zero distortion)."""
+    refine_intrinsics: bool = False
+    """Let bundle adjustment refine focal length and distortion (the calibration is trusted)."""
+    max_num_features: int = 8192
+    """SIFT features kept per image at most."""
+    peak_threshold: float = 0.002
+    """SIFT detection threshold; below COLMAP's 0.0067 to find enough points on skin."""
+    domain_size_pooling: bool = False
+    """SIFT descriptors pooled over scales (slower, more robust across wide baselines)."""
+    min_num_inliers: int = 15
+    """Inlier matches an image pair needs to count as verified."""
+    max_median_residual_mm: float = 10.0
+    """Drop the timestep when the median camera-centre residual after alignment exceeds this."""
+    min_points_per_view: int = 30
+    """Calibrated mode: triangulated points a view must see to count as registered."""
+    num_threads: int = -1
+    """Threads for extraction and matching (-1: all cores); mapping always runs on one."""
+    seed: int = 0
+    """Seed of every random choice (RANSAC, mapper), so a run repeats exactly."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SfmTimings:
+    """Wall time of each step in seconds (0 for a step that did not run)."""
+
+    extraction: float
+    """SIFT feature extraction."""
+    matching: float
+    """Exhaustive matching and geometric verification."""
+    mapping: float
+    """Incremental mapping (or triangulation) and alignment."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SfmResult:
+    """What `run_sfm` made of one timestep."""
+
+    status: Status
+    """"ok" when all 16 views registered in one model (and the alignment is sane)."""
+    reason: str
+    """Why it was dropped ('' when ok), e.g. 'registered 15/16; not registered: 222200037'."""
+    mode: SfmMode
+    """The mode that ran."""
+    registered: int
+    """Views registered in the largest model."""
+    expected: int
+    """Views that had to register (16)."""
+    residuals_mm: dict[str, float]
+    """Serial -> distance between aligned and calibrated camera centre in mm (registered only)."""
+    median_residual_mm: float | None
+    """Median of `residuals_mm`; None without an alignment (fewer than 3 views)."""
+    num_points3d: int
+    """3D points in the largest model."""
+    timings: SfmTimings
+    """Wall time per step."""
+    directory: Path
+    """The output folder."""
+
+    @property
+    def sparse_dir(self) -> Path:
+        """The aligned model (present only when status is "ok")."""
+        return self.directory / SPARSE_DIR
+
+
+def colmap_camera(camera: Camera, *, model: CameraModel, camera_id: int) -> pycolmap.Camera:
+    """A pycolmap camera with the intrinsics of `camera` (OpenCV K -> COLMAP's pixel origin)."""
+    K = camera.K
+    params = [K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5]
+    if model == "OPENCV":
+        params += [0.0, 0.0, 0.0, 0.0]
+    return pycolmap.Camera(
+        camera_id=camera_id,
+        model=model,
+        width=camera.width,
+        height=camera.height,
+        params=params,
+        has_prior_focal_length=True,
+    )
+
+
+def run_sfm(
+    *,
+    frames_dir: Path,
+    output: Path,
+    config: SfmConfig = SfmConfig(),
+    progress: Progress | None = None,
+) -> SfmResult:
+    """Reconstruct the timestep in `frames_dir` into `output` (replaced if present).
+
+    Runs on the usable views; views the frames stage could not deliver count as not
+    registered and are named in the reason. Raises SfmError naming the folder when pycolmap
+    fails unexpectedly.
+    """
+    frames_dir, output = Path(frames_dir), Path(output)
+    report = progress or (lambda fraction, message: None)
+    cameras = read_cameras_json(frames_dir / CAMERAS_FILE)
+    frames = read_frames_summary(frames_dir)
+    usable = [v.serial for v in frames.views if v.state == "ok"]
+    tmp = fresh_sibling(output)
+    try:
+        result = _reconstruct(frames_dir, tmp, cameras, usable, config, report)
+    except (RuntimeError, ValueError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SfmError(f"SfM of {frames_dir} into {output} failed: {e}") from e
+    result = dataclasses.replace(result, reason=_with_frames_reason(result, frames.reason))
+    _write_summary(tmp / SUMMARY_FILE, result, config)
+    replace_dir(tmp, output)
+    report(1.0, f"{result.status}: {result.reason or 'all views registered'}")
+    return dataclasses.replace(result, directory=output)
+
+
+def _with_frames_reason(result: SfmResult, frames_reason: str) -> str:
+    if result.status == "ok" or not frames_reason:
+        return result.reason
+    return f"{result.reason}; frames: {frames_reason}"
+
+
+def _reconstruct(
+    frames_dir: Path,
+    tmp: Path,
+    cameras: Mapping[str, Camera],
+    usable: list[str],
+    config: SfmConfig,
+    report: Progress,
+) -> SfmResult:
+    """Extraction, matching, then mapping or triangulation, all inside `tmp`."""
+    database, images = tmp / DATABASE_FILE, frames_dir / IMAGES_DIR
+    names = [image_name(s) for s in usable]
+    if len(names) < 2:  # extract_features would read every file for an empty list
+        return _assess(None, f"{len(names)} usable views", cameras, config)
+    start = time.monotonic()
+    report(0.0, f"extracting features from {len(names)} views")
+    _extract(database, images, names, cameras, config)
+    extracted = time.monotonic()
+    report(0.5, "matching")
+    _match(database, config)
+    matched = time.monotonic()
+    report(0.7, f"{config.mode}: reconstructing")
+    if config.mode == "mapping":
+        model, reason = _map(database, images, tmp, config)
+    else:
+        model, reason = _triangulate(database, images, tmp, cameras, config)
+    result = _assess(model, reason, cameras, config)
+    if result.status == "ok":
+        (tmp / SPARSE_DIR).mkdir()
+        model.write_binary(tmp / SPARSE_DIR)
+    timings = SfmTimings(
+        extraction=extracted - start,
+        matching=matched - extracted,
+        mapping=time.monotonic() - matched,
+    )
+    return dataclasses.replace(result, timings=timings)
+
+
+# ---------------------------------------------------------------- features and matches
+
+
+def _extract(
+    database: Path,
+    images: Path,
+    names: list[str],
+    cameras: Mapping[str, Camera],
+    config: SfmConfig,
+) -> None:
+    """SIFT into a new database (one camera per image), then the calibrated intrinsics.
+
+    ImageReaderOptions.camera_params would give every image of one call the same K; setting
+    each database camera afterwards serves per-camera intrinsics with a single extraction.
+    """
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = config.camera_model
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.num_threads = config.num_threads
+    extraction.sift.max_num_features = config.max_num_features
+    extraction.sift.peak_threshold = config.peak_threshold
+    extraction.sift.domain_size_pooling = config.domain_size_pooling
+    pycolmap.extract_features(
+        database,
+        images,
+        image_names=names,
+        camera_mode=pycolmap.CameraMode.PER_IMAGE,
+        reader_options=reader,
+        extraction_options=extraction,
+        device=pycolmap.Device.cpu,
+    )
+    with pycolmap.Database.open(database) as db:
+        for image in db.read_all_images():
+            camera = cameras[_serial(image.name)]
+            db.update_camera(
+                colmap_camera(camera, model=config.camera_model, camera_id=image.camera_id)
+            )
+
+
+def _match(database: Path, config: SfmConfig) -> None:
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = config.num_threads
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.min_num_inliers = config.min_num_inliers
+    verification.ransac.random_seed = config.seed
+    pycolmap.match_exhaustive(
+        database,
+        matching_options=matching,
+        verification_options=verification,
+        device=pycolmap.Device.cpu,
+    )
+
+
+def _serial(name: str) -> str:
+    """The serial in an image name `cam_{serial}.png`."""
+    return name.removeprefix("cam_").rsplit(".", 1)[0]
+
+
+def _pipeline_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOptions:
+    """Mapper options: one thread, fixed seed; intrinsics fixed unless asked to refine."""
+    options = pycolmap.IncrementalPipelineOptions()
+    options.num_threads = 1
+    options.random_seed = config.seed
+    options.mapper.num_threads = 1
+    options.mapper.random_seed = config.seed
+    options.triangulation.random_seed = config.seed
+    options.min_num_matches = config.min_num_inliers
+    refine = config.refine_intrinsics
+    options.ba_refine_focal_length = refine
+    options.ba_refine_extra_params = refine and config.camera_model == "OPENCV"
+    options.ba_refine_principal_point = False
+    options.mapper.abs_pose_refine_focal_length = refine
+    options.mapper.abs_pose_refine_extra_params = refine and config.camera_model == "OPENCV"
+    return options
+
+
+def _verified_pairs(database: Path) -> int:
+    with pycolmap.Database.open(database) as db:
+        return db.num_verified_image_pairs()
+
+
+# ---------------------------------------------------------------- mapping / triangulation
+
+
+def _map(
+    database: Path, images: Path, tmp: Path, config: SfmConfig
+) -> tuple[pycolmap.Reconstruction | None, str]:
+    """The largest model of the incremental mapper, or None and why there is none."""
+    models_dir = tmp / "models"
+    models_dir.mkdir()
+    models = pycolmap.incremental_mapping(
+        database, images, models_dir, options=_pipeline_options(config)
+    )
+    shutil.rmtree(models_dir)
+    if not models:
+        pairs = _verified_pairs(database)
+        return None, f"no initial pair: too few matches ({pairs} verified image pairs)"
+    largest = max(models.values(), key=lambda m: m.num_reg_images())
+    if len(models) > 1:
+        sizes = sorted((m.num_reg_images() for m in models.values()), reverse=True)
+        return largest, f"split into {len(models)} models of {sizes} views"
+    return largest, ""
+
+
+def _triangulate(
+    database: Path,
+    images: Path,
+    tmp: Path,
+    cameras: Mapping[str, Camera],
+    config: SfmConfig,
+) -> tuple[pycolmap.Reconstruction, str]:
+    """The database's cameras and images at the calibrated poses, with triangulated points."""
+    known = pycolmap.Reconstruction()
+    with pycolmap.Database.open(database) as db:
+        for camera in db.read_all_cameras():
+            known.add_camera_with_trivial_rig(camera)
+        for image in db.read_all_images():
+            pose = pycolmap.Rigid3d(cameras[_serial(image.name)].world_2_cam[:3, :4])
+            empty = pycolmap.Image(
+                name=image.name, camera_id=image.camera_id, image_id=image.image_id
+            )
+            known.add_image_with_trivial_frame(empty, pose)
+    work = tmp / "triangulated"
+    work.mkdir()
+    model = pycolmap.triangulate_points(
+        known, database, images, work, options=_pipeline_options(config)
+    )
+    shutil.rmtree(work)
+    return model, ""
+
+
+# ---------------------------------------------------------------- assessment and alignment
+
+
+def _registered(model: pycolmap.Reconstruction | None, config: SfmConfig) -> list[str]:
+    """Serials of the views that count as registered in `model`."""
+    if model is None:
+        return []
+    images = (model.image(i) for i in model.reg_image_ids())
+    if config.mode == "calibrated":
+        images = (im for im in images if im.num_points3D >= config.min_points_per_view)
+    return sorted(_serial(im.name) for im in images)
+
+
+def _assess(
+    model: pycolmap.Reconstruction | None,
+    note: str,
+    cameras: Mapping[str, Camera],
+    config: SfmConfig,
+) -> SfmResult:
+    """Count, align (mapping mode), measure residuals and decide ok or dropped."""
+    registered = _registered(model, config)
+    residuals = {}
+    if model is not None and len(registered) >= 3:
+        if config.mode == "mapping":
+            align_to_cameras(model, cameras)
+        residuals = camera_residuals_mm(model, cameras)
+    median = float(np.median(list(residuals.values()))) if residuals else None
+    missing = [s for s in SERIALS if s not in registered]
+    problems = [note] if note else []
+    if missing:
+        problems.insert(0, f"registered {len(registered)}/{len(SERIALS)}")
+        problems.append(f"not registered: {' '.join(missing)}")
+    elif median is not None and median > config.max_median_residual_mm:
+        problems.append(
+            f"median camera-centre residual {median:.1f} mm > {config.max_median_residual_mm} mm"
+        )
+    ok = not missing and not (median is not None and median > config.max_median_residual_mm)
+    return SfmResult(
+        status="ok" if ok else "dropped",
+        reason="" if ok else "; ".join(problems),
+        mode=config.mode,
+        registered=len(registered),
+        expected=len(SERIALS),
+        residuals_mm=residuals,
+        median_residual_mm=median,
+        num_points3d=0 if model is None else model.num_points3D(),
+        timings=SfmTimings(extraction=0.0, matching=0.0, mapping=0.0),
+        directory=Path(),
+    )
+
+
+def align_to_cameras(
+    model: pycolmap.Reconstruction, cameras: Mapping[str, Camera]
+) -> pycolmap.Sim3d:
+    """Move `model` into the calibrated world (metres) by the least-squares similarity
+    between its registered camera centres and the calibrated ones (Umeyama, pycolmap's
+    `estimate_sim3d`); return that world_from_model transform."""
+    images = [model.image(i) for i in model.reg_image_ids()]
+    source = np.array([im.projection_center() for im in images])
+    target = np.array([cameras[_serial(im.name)].center for im in images])
+    world_from_model = pycolmap.estimate_sim3d(source, target)
+    if world_from_model is None:
+        raise ValueError(f"no similarity transform from {len(images)} camera centres")
+    model.transform(world_from_model)
+    return world_from_model
+
+
+def camera_residuals_mm(
+    model: pycolmap.Reconstruction, cameras: Mapping[str, Camera]
+) -> dict[str, float]:
+    """Serial -> |model centre - calibrated centre| in mm, registered views in `SERIALS` order."""
+    centres = {
+        _serial(model.image(i).name): model.image(i).projection_center()
+        for i in model.reg_image_ids()
+    }
+    return {
+        s: 1000.0 * float(np.linalg.norm(centres[s] - cameras[s].center))
+        for s in SERIALS
+        if s in centres
+    }
+
+
+# ---------------------------------------------------------------- summary file
+
+
+def _write_summary(path: Path, result: SfmResult, config: SfmConfig) -> None:
+    data = dataclasses.asdict(result)
+    data.pop("directory")
+    data["config"] = dataclasses.asdict(config)
+    path.write_text(json.dumps(data, indent=1))
+
+
+def read_sfm_summary(directory: Path) -> SfmResult:
+    """The result of an earlier `run_sfm` into `directory`, from its sfm.json."""
+    path = Path(directory) / SUMMARY_FILE
+    try:
+        data = json.loads(path.read_text())
+        data.pop("config")
+        data["timings"] = SfmTimings(**data["timings"])
+        return SfmResult(**data, directory=Path(directory))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a readable SfM summary ({e})") from e

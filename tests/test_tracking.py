@@ -1,0 +1,415 @@
+"""FLAME tracking against the sample subject's ground truth, through the real file formats.
+
+Once per module: the sample world renders 2 frames of each of its two sequences from all 16
+cameras at the working resolution (PNG + cameras.json, as the frames stage writes them), the
+fused cloud is the truth depth of 8 views back-projected with noise and 2% outliers (PLY with
+normals, as COLMAP's fusion writes it), and `track_subject` runs on them with MediaPipe's
+real detections. Two extra timesteps test the failure paths: one whose images are another
+timestep's (its landmarks disagree with its points) and one with no face at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import trimesh
+
+from flame_tracking.energies import geman_mcclure
+from flame_tracking.initialisation import similarity_rotation, triangulate
+from flame_tracking.lbs import FlameLayer, FlameParams
+from flame_tracking.observations import SubjectObservations, pack_landmarks, voxel_downsample
+from flame_tracking.optimisation import PER_TIMESTEP, StageConfig
+from flame_tracking.subset import restrict_model
+from flame_tracking.tracker import TrackerConfig, neutral_vertices, posed_vertices, track
+from tasks import tracking
+from tasks.cameras import FRONTAL_SERIAL, SERIALS, Camera, backproject_depth, project
+from tasks.frames import CAMERAS_FILE, image_path, write_cameras_json
+from tasks.landmark_embedding import EMBEDDING_FILE
+from tasks.nersemble import downsample_image
+from tasks.sample_scene import landmark_points, record, shade_view
+from tasks.sample_world import SampleSubjectConfig, SampleWorld, build_world, ground_truth_view
+
+FRAMES = 2
+"""Frames per sequence of the test sample."""
+CORRUPT = ("EXP-1-head", 90)
+"""A timestep with the images of another timestep and its own fused points."""
+EMPTY = ("EXP-1-head", 91)
+"""A timestep whose images show no face."""
+POINT_NOISE = 0.0007
+"""Gaussian noise of the fused points (metres, per axis)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Tracked:
+    world: SampleWorld
+    root: Path
+    inputs: tuple[tracking.TimestepInput, ...]
+    result: tracking.TrackSubjectResult
+    seconds: dict[str, float]
+
+
+def _write_fused_ply(path: Path, points: np.ndarray, normals: np.ndarray) -> None:
+    """COLMAP fusion's PLY layout: x y z nx ny nz float32, red green blue uchar."""
+    names = ("x", "y", "z", "nx", "ny", "nz", "red", "green", "blue")
+    kinds = ["<f4"] * 6 + ["u1"] * 3
+    table = np.zeros(len(points), dtype=list(zip(names, kinds, strict=True)))
+    for k, name in enumerate(names[:6]):
+        table[name] = (points if k < 3 else normals)[:, k % 3]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}"]
+    types = {"<f4": "float", "u1": "uchar"}
+    header += [f"property {types[k]} {n}" for n, k in zip(names, kinds, strict=True)]
+    path.write_bytes(("\n".join([*header, "end_header"]) + "\n").encode() + table.tobytes())
+
+
+def _render(world: SampleWorld, frame, *, sequence: str, t: int, serial: str) -> np.ndarray:
+    """One view at the working resolution (the frames stage's image), uint8 RGB."""
+    config = world.config
+    camera = world.gt_cameras[serial]
+    rgb, mask = shade_view(
+        frame=frame, model=world.model, texture=world.texture, camera=camera, exposure=0.8
+    )
+    backdrop = downsample_image(world.backgrounds[serial], config.downsample)
+    noise = world.noise_stream(sequence, t, SERIALS.index(serial))
+    linear = np.where(mask[..., None], rgb, backdrop)
+    return record(linear, cast=np.eye(3), noise_sigma=config.noise_sigma, rng=noise)
+
+
+def _fused_points(world: SampleWorld, frame, rng: np.random.Generator) -> tuple:
+    """Truth depth of every other camera back-projected, with noise and 2% outliers."""
+    points, normals = [], []
+    for serial in SERIALS[::2]:
+        maps = ground_truth_view(world, frame, serial=serial)
+        xyz = backproject_depth(maps["depth"], world.gt_cameras[serial]).reshape(-1, 3)
+        ok = np.isfinite(xyz).all(1)
+        points.append(xyz[ok])
+        normals.append(maps["normal"].reshape(-1, 3)[ok])
+    p, n = np.concatenate(points), np.concatenate(normals)
+    p = p + rng.normal(0.0, POINT_NOISE, p.shape)
+    wild = rng.random(len(p)) < 0.02
+    p[wild] += n[wild] * rng.uniform(0.003, 0.015, (wild.sum(), 1))
+    return p, n
+
+
+def _write_timestep(
+    root: Path, key: tuple[str, int], images: dict, cameras: dict[str, Camera], cloud: tuple
+) -> tracking.TimestepInput:
+    folder = root / "frames" / key[0] / f"frame_{key[1]:05d}"
+    (folder / "images").mkdir(parents=True)
+    for serial, image in images.items():
+        cv2.imwrite(str(image_path(folder, serial)), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    write_cameras_json(folder / CAMERAS_FILE, cameras)
+    ply = folder / "fused.ply"
+    _write_fused_ply(ply, *cloud)
+    return tracking.TimestepInput(sequence=key[0], frame=key[1], frames_dir=folder, fused_ply=ply)
+
+
+def _make_inputs(world: SampleWorld, root: Path) -> tuple[tracking.TimestepInput, ...]:
+    rng = np.random.default_rng(7)
+    inputs, images, clouds = [], {}, {}
+    for sequence in world.config.sequences:
+        for t, frame in enumerate(world.posed_frames(sequence)):
+            key = (sequence, t)
+            images[key] = {
+                s: _render(world, frame, sequence=sequence, t=t, serial=s) for s in SERIALS
+            }
+            clouds[key] = _fused_points(world, frame, rng)
+            inputs.append(_write_timestep(root, key, images[key], world.gt_cameras, clouds[key]))
+    other = (world.config.sequences[1], FRAMES - 1)  # strong expression, other head pose
+    inputs.append(
+        _write_timestep(root, CORRUPT, images[other], world.gt_cameras, clouds[("EXP-1-head", 0)])
+    )
+    factor = world.config.downsample
+    blank = {
+        s: record(
+            downsample_image(world.backgrounds[s], factor), cast=np.eye(3), noise_sigma=0.0, rng=rng
+        )
+        for s in SERIALS
+    }
+    inputs.append(_write_timestep(root, EMPTY, blank, world.gt_cameras, clouds[("EXP-1-head", 0)]))
+    return tuple(inputs)
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory: pytest.TempPathFactory) -> Tracked:
+    root = tmp_path_factory.mktemp("tracking")
+    seconds = {}
+    start = time.monotonic()
+    config = SampleSubjectConfig(subject="900", frames_per_sequence=FRAMES, texture_size=512)
+    world = build_world(config=config, root=root)
+    seconds["world"] = time.monotonic() - start
+    inputs = _make_inputs(world, root)
+    seconds["inputs"] = time.monotonic() - start - seconds["world"]
+    result = tracking.track_subject(
+        subject="900",
+        timesteps=inputs,
+        flame_path=None,
+        embedding_path=root / EMBEDDING_FILE,
+        out_dir=root / "tracking",
+        config=tracking.TrackingConfig(),
+    )
+    seconds["tracking"] = result.seconds
+    return Tracked(world=world, root=root, inputs=inputs, result=result, seconds=seconds)
+
+
+def _truth(world: SampleWorld, sequence: str, t: int) -> np.ndarray:
+    """(V, 3) the truth mesh of a timestep (float64)."""
+    params = {n: torch.tensor(v[t])[None] for n, v in world.params[sequence].items()}
+    with torch.no_grad():
+        return FlameLayer(world.model, torch.float64)(FlameParams(**params)).vertices[0].numpy()
+
+
+def _clean_keys(tracked: Tracked) -> list[str]:
+    special = {f"{s}/{t:05d}" for s, t in (CORRUPT, EMPTY)}
+    return [k for k in tracked.result.tracking.params if k not in special]
+
+
+def _face_distance(model, a: np.ndarray, b: np.ndarray) -> float:
+    """Mean distance (mm) of two meshes over the face region."""
+    face = model.face_vertex_ids
+    return float(np.linalg.norm(a[face] - b[face], axis=1).mean() * 1000)
+
+
+def test_tracked_meshes_match_the_truth(tracked: Tracked) -> None:
+    world, result = tracked.world, tracked.result.tracking
+    keys = _clean_keys(tracked)
+    assert len(keys) == 2 * FRAMES
+    meshes = posed_vertices(world.model, result, tuple(keys))
+    errors = []
+    for key, vertices in zip(keys, meshes, strict=True):
+        sequence, frame = key.rsplit("/", 1)
+        errors.append(_face_distance(world.model, vertices, _truth(world, sequence, int(frame))))
+    print(f"\nface-region vertex error per timestep (mm): {np.round(errors, 3)}")
+    print(f"median {np.median(errors):.3f} mm; timings {tracked.seconds}")
+    assert np.median(errors) <= 1.5
+
+
+def test_recovered_shape_is_closer_than_the_template(tracked: Tracked) -> None:
+    world, result = tracked.world, tracked.result.tracking
+    truth_shape = world.params[world.config.sequences[0]]["shape"][0]
+    truth = neutral_vertices(world.model, shape=truth_shape, static_offset=None)
+    ours = neutral_vertices(world.model, shape=result.shape, static_offset=result.static_offset)
+    tracked_mm = _face_distance(world.model, ours, truth)
+    template_mm = _face_distance(world.model, world.model.v_template, truth)
+    print(
+        f"\nneutral face distance to the truth: tracked {tracked_mm:.3f} mm, "
+        f"template {template_mm:.3f} mm"
+    )
+    assert tracked_mm < template_mm
+
+
+def test_frontal_landmark_reprojection(tracked: Tracked) -> None:
+    world, result = tracked.world, tracked.result.tracking
+    model, camera = world.model, world.gt_cameras[FRONTAL_SERIAL]
+    keys = _clean_keys(tracked)
+    meshes = posed_vertices(model, result, tuple(keys))
+    folders = {f"{i.sequence}/{i.frame:05d}": i.frames_dir for i in tracked.inputs}
+    ours, truths = [], []
+    with tracking.FaceLandmarkerRunner(config=tracking.FaceLandmarkerConfig()) as runner:
+        for key, vertices in zip(keys, meshes, strict=True):
+            bgr = cv2.imread(str(image_path(folders[key], FRONTAL_SERIAL)))
+            detected = runner.detect(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            assert detected.detected
+            seen = detected.landmarks[model.lmk_mediapipe_idx, :2]
+            sequence, frame = key.rsplit("/", 1)
+            for mesh, out in ((vertices, ours), (_truth(world, sequence, int(frame)), truths)):
+                xy, _ = project(landmark_points(model=model, vertices=mesh), camera)
+                out.append(np.median(np.linalg.norm(xy - seen, axis=1)))
+    print(
+        f"\nfrontal landmark error, median px: tracked {np.round(ours, 2)}, "
+        f"truth mesh {np.round(truths, 2)} (MediaPipe + embedding floor)"
+    )
+    assert np.median(ours) <= 3.0
+
+
+def test_corrupted_timestep_is_an_outlier_and_clean_ones_are_kept(tracked: Tracked) -> None:
+    reports = {(r.sequence, r.frame): r for r in tracked.result.tracking.reports}
+    corrupt = reports[CORRUPT]
+    print(f"\n{corrupt}")
+    assert not corrupt.kept
+    assert "residual" in corrupt.reason and "threshold" in corrupt.reason
+    clean = [r for k, r in reports.items() if k not in (CORRUPT, EMPTY)]
+    assert all(r.kept and r.reason == "" for r in clean), clean
+
+
+def test_timestep_without_a_face_is_dropped_with_its_reason(tracked: Tracked) -> None:
+    reports = {(r.sequence, r.frame): r for r in tracked.result.tracking.reports}
+    empty = reports[EMPTY]
+    assert not empty.kept
+    assert empty.reason == "no face landmarks in any view"
+    assert empty.num_views == 0 and np.isnan(empty.landmark_px)
+
+
+def test_outputs_round_trip(tracked: Tracked) -> None:
+    out, result = tracked.result.out_dir, tracked.result.tracking
+    model = tracked.world.model
+    read = tracking.read_tracked_params(out)
+    np.testing.assert_array_equal(read.shape, result.shape)
+    np.testing.assert_array_equal(read.static_offset, result.static_offset)
+    assert list(read.params.columns) == ["sequence", "frame", *PER_TIMESTEP]
+    assert len(read.params) == len(result.params) == tracked.result.kept
+    residuals = pd.read_parquet(out / tracking.RESIDUALS_FILE)
+    assert len(residuals) == len(tracked.inputs) == tracked.result.kept + tracked.result.dropped
+    assert set(residuals[~residuals.kept].reason) == {
+        r.reason for r in result.reports if not r.kept
+    }
+    keys = tuple(result.params)
+    for key, vertices in zip(keys, posed_vertices(model, result, keys), strict=True):
+        sequence, frame = key.rsplit("/", 1)
+        mesh = trimesh.load(
+            tracking.mesh_path(out, sequence=sequence, frame=int(frame)), process=False
+        )
+        np.testing.assert_allclose(mesh.vertices, vertices, atol=1e-6)
+        np.testing.assert_array_equal(mesh.faces, model.f)
+    canonical = trimesh.load(out / tracking.CANONICAL_FILE, process=False)
+    np.testing.assert_allclose(canonical.vertices, model.v_template, atol=1e-6)
+    assert (out / tracking.OVERLAY_FILE).stat().st_size > 10_000
+    assert not any(p.name.startswith(".") for p in out.parent.iterdir())
+
+
+def test_tracking_is_deterministic(tracked: Tracked) -> None:
+    config = tracking.TrackingConfig()
+    observations = tracking.gather_observations(
+        subject="900", timesteps=tracked.inputs[:2], config=config
+    )
+    short = tuple(dataclasses.replace(s, steps=8) for s in TrackerConfig().stages)
+    fast = TrackerConfig(stages=short, refine_steps=4, correspondence_every=3)
+    runs = [track(model=tracked.world.model, observations=observations, config=fast) for _ in "ab"]
+    np.testing.assert_array_equal(runs[0].shape, runs[1].shape)
+    np.testing.assert_array_equal(runs[0].static_offset, runs[1].static_offset)
+    assert runs[0].params.keys() == runs[1].params.keys()
+    for key in runs[0].params:
+        for name in PER_TIMESTEP:
+            a, b = getattr(runs[0].params[key], name), getattr(runs[1].params[key], name)
+            np.testing.assert_array_equal(a, b)
+    assert runs[0].reports == runs[1].reports
+
+
+def test_a_wrong_flame_path_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_work(**kwargs: object) -> None:
+        raise AssertionError("observations were gathered before the model loaded")
+
+    monkeypatch.setattr(tracking, "gather_observations", no_work)
+    with pytest.raises(FileNotFoundError, match="FLAME model file not found"):
+        tracking.track_subject(
+            subject="900",
+            timesteps=(),
+            flame_path=tmp_path / "generic_model.pkl",
+            embedding_path=tmp_path / "embedding.npz",
+            out_dir=tmp_path / "out",
+            config=tracking.TrackingConfig(),
+        )
+
+
+def test_a_model_without_landmark_embedding_is_refused(sample_model) -> None:
+    observations = SubjectObservations(subject="900", timesteps=())
+    with pytest.raises(ValueError, match="no MediaPipe landmark embedding"):
+        track(model=sample_model, observations=observations, config=TrackerConfig())
+
+
+# ---------------------------------------------------------------- the pieces, on synthetic data
+
+
+def test_vertex_subset_reproduces_the_full_model(sample_model) -> None:
+    rng = np.random.default_rng(0)
+    ids = np.unique(sample_model.f[rng.integers(0, len(sample_model.f), 300)])
+    subset = restrict_model(sample_model, ids)
+    params = {
+        "shape": torch.tensor(rng.normal(size=sample_model.num_shape)),
+        "expr": torch.tensor(rng.normal(size=(2, sample_model.num_expr))),
+        "rotation": torch.tensor(rng.normal(scale=0.3, size=(2, 3))),
+        "jaw_pose": torch.tensor(rng.normal(scale=0.2, size=(2, 3))),
+        "neck_pose": torch.tensor(rng.normal(scale=0.2, size=(2, 3))),
+        "eyes_pose": torch.tensor(rng.normal(scale=0.2, size=(2, 6))),
+    }
+    offsets = rng.normal(scale=1e-3, size=(sample_model.num_vertices, 3))
+    full = FlameLayer(sample_model, torch.float64)(
+        FlameParams(**params, static_offset=torch.tensor(offsets))
+    ).vertices[:, ids]
+    carriers = sample_model.J_regressor @ offsets
+    small = FlameLayer(subset.model, torch.float64)(
+        FlameParams(**params, static_offset=torch.tensor(np.concatenate([offsets[ids], carriers])))
+    ).vertices[:, : len(ids)]
+    np.testing.assert_allclose(small.numpy(), full.detach().numpy(), atol=1e-12)
+    np.testing.assert_array_equal(subset.local(ids[::7]), np.arange(len(ids))[::7])
+
+
+def test_triangulation_and_alignment_recover_a_rigid_motion() -> None:
+    rng = np.random.default_rng(1)
+    template = rng.normal(scale=0.05, size=(40, 3))
+    angle = 0.4
+    rotation = np.array(
+        [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    )
+    world = template @ rotation.T + [0.01, 0.02, -0.03]
+    projections = []
+    for yaw in (-0.5, 0.0, 0.5):
+        c, s = np.cos(yaw), np.sin(yaw)
+        r = np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])
+        K = np.array([[1000.0, 0, 300], [0, 1000.0, 400], [0, 0, 1]])
+        projections.append(K @ np.concatenate([r, [[0], [0], [1.0]]], axis=1))
+    projections = np.array(projections)
+    homogeneous = np.concatenate([world, np.ones((40, 1))], axis=1)
+    pixels = np.einsum("crk,lk->clr", projections, homogeneous)
+    pixels = pixels[..., :2] / pixels[..., 2:]
+    pixels[2, 5] += 80.0  # one wrong detection in one view
+    valid = np.ones((3, 40), dtype=bool)
+    valid[0, 7] = valid[1, 7] = False  # seen in one view only: not triangulated
+    points = triangulate(projections, pixels, valid, max_error_px=10.0)
+    assert np.isnan(points[7]).all()
+    ok = np.isfinite(points).all(1)
+    np.testing.assert_allclose(points[ok], world[ok], atol=1e-9)
+    np.testing.assert_allclose(similarity_rotation(template[ok], points[ok]), rotation, atol=1e-9)
+
+
+def test_geman_mcclure_is_quadratic_near_zero_and_bounded() -> None:
+    r2 = torch.tensor([1e-4, 1.0, 1e6])
+    cost = geman_mcclure(r2, scale=3.0)
+    assert abs(cost[0] - 1e-4) < 1e-8
+    assert cost[2] < 9.0 and cost[2] > 8.99
+
+
+def test_voxel_downsample_averages_each_cell() -> None:
+    points = np.array([[0.0001, 0, 0], [0.0009, 0, 0], [0.0031, 0, 0]])
+    normals = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    p, n = voxel_downsample(points, normals, voxel_size=0.002)
+    np.testing.assert_allclose(p, [[0.0005, 0, 0], [0.0031, 0, 0]])
+    np.testing.assert_allclose(n[0], [np.sqrt(0.5), np.sqrt(0.5), 0])
+
+
+def test_pack_landmarks_pads_views_with_invalid_entries() -> None:
+    from flame_tracking.observations import TimestepObservation, ViewObservation
+
+    def view(serial: str) -> ViewObservation:
+        return ViewObservation(
+            serial=serial,
+            K=np.eye(3),
+            world_2_cam=np.eye(4),
+            landmarks=np.arange(478 * 2, dtype=float).reshape(478, 2),
+            valid=np.ones(478, dtype=bool),
+        )
+
+    empty = np.zeros((0, 3))
+    steps = (
+        TimestepObservation(
+            sequence="A", frame=0, views=(view("1"), view("2")), points=empty, normals=empty
+        ),
+        TimestepObservation(sequence="A", frame=1, views=(view("1"),), points=empty, normals=empty),
+    )
+    batch = pack_landmarks(steps, mediapipe_idx=np.array([3, 1]))
+    assert batch.pixels.shape == (2, 2, 2, 2)
+    np.testing.assert_array_equal(batch.pixels[0, 0, 0], [6, 7])
+    assert batch.valid[0].all() and batch.valid[1, 0].all() and not batch.valid[1, 1].any()
+
+
+def test_stage_config_names_only_known_variables() -> None:
+    stage = StageConfig(name="x", steps=1, variables=("shape", *PER_TIMESTEP))
+    assert set(stage.variables) <= {"shape", "static_offset", *PER_TIMESTEP}
