@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import zlib  # noqa: F401  before pycolmap, or PNG writing aborts (tasks.sfm)
 from pathlib import Path
 
 import pycolmap
@@ -45,7 +46,9 @@ def bench_timestep(
     )
     extraction = time.perf_counter() - start
     config = SfmConfig(mode=args.mode, peak_threshold=args.peak_threshold)
-    sfm = run_sfm(frames_dir=frames.directory, output=frames.directory.parent / "sfm", config=config)
+    sfm = run_sfm(
+        frames_dir=frames.directory, output=frames.directory.parent / "sfm", config=config
+    )
     return extraction, sfm
 
 
@@ -62,12 +65,9 @@ def main() -> None:
     args = parser.parse_args()
     pycolmap.logging.minloglevel = 2  # warnings and errors only
     config = SampleSubjectConfig(
-        subject=args.subject,
-        scale=args.scale,
-        downsample=args.downsample,
-        frames_per_sequence=args.frames,
+        subject=args.subject, scale=args.scale, frames_per_sequence=args.frames
     )
-    data = args.root / f"sample_s{args.scale}_d{args.downsample}_f{args.frames}"
+    data = args.root / f"sample_s{args.scale}_f{args.frames}"
     sample = generate_sample_subject(config=config, root=data)
     work = args.root / f"work_{args.subject}_s{args.scale}_d{args.downsample}_{args.mode}"
     rows = []

@@ -73,16 +73,12 @@ def barycentric_points(
     return (vertices[:, corners] * bary[None, ..., None]).sum(2)
 
 
-def project(
-    points: torch.Tensor, K: torch.Tensor, world_2_cam: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixels (T, C, L, 2) and depths (T, C, L) of `points` (T, L, 3) in cameras with
-    intrinsics `K` (T, C, 3, 3) and `world_2_cam` (T, C, 4, 4) (OpenCV)."""
-    cam = torch.einsum("tcij,tlj->tcli", world_2_cam[..., :3, :3], points)
-    cam = cam + world_2_cam[:, :, None, :3, 3]
-    z = cam[..., 2]
-    uv = torch.einsum("tcij,tclj->tcli", K, cam)
-    return uv[..., :2] / z.clamp(min=1e-6)[..., None], z
+def project(points: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """(T, C, L, 2) pixels of `points` (T, L, 3) through the (T, C, 3, 4) camera matrices
+    K [R | t] (OpenCV; every point must lie in front of every camera, as a head does)."""
+    uv = torch.einsum("tcij,tlj->tcli", projection[..., :3], points)
+    uv = uv + projection[:, :, None, :, 3]
+    return uv[..., :2] / uv[..., 2:]
 
 
 def landmark_term(
@@ -185,7 +181,7 @@ def nearest_vertices(
 
 
 def landmark_visibility(
-    *, points: np.ndarray, normals: np.ndarray, world_2_cam: np.ndarray, min_cos: float
+    *, points: np.ndarray, normals: np.ndarray, centres: np.ndarray, min_cos: float
 ) -> np.ndarray:
     """(T, C, L) bool: the surface at each landmark faces camera c (cosine between the
     normal and the direction to the camera at least `min_cos`). MediaPipe still places
@@ -193,10 +189,8 @@ def landmark_visibility(
 
     Args:
         points, normals: (T, L, 3) landmark positions and unit surface normals.
-        world_2_cam: (T, C, 4, 4) cameras.
+        centres: (T, C, 3) camera centres, world metres.
     """
-    rotation, shift = world_2_cam[..., :3, :3], world_2_cam[..., :3, 3]
-    centres = -np.einsum("tcji,tcj->tci", rotation, shift)  # (T, C, 3)
     to_camera = centres[:, :, None] - points[:, None]
     to_camera /= np.linalg.norm(to_camera, axis=-1, keepdims=True)
     return np.einsum("tclk,tlk->tcl", to_camera, normals) >= min_cos

@@ -97,10 +97,10 @@ def _landmark_weight(
     visible = E.landmark_visibility(
         points=points,
         normals=normal,
-        world_2_cam=problem.world_2_cam.double().numpy(),
+        centres=problem.centres,
         min_cos=min_cos,
     )
-    return torch.as_tensor(problem.valid & visible, dtype=vertices.dtype)
+    return torch.as_tensor(problem.landmarks.valid & visible, dtype=vertices.dtype)
 
 
 def associate(
@@ -178,7 +178,7 @@ def stage_energy(
     fixed_offsets = {**variables, "static_offset": variables["static_offset"].detach()}
     vertices = evaluate(problem, fixed_offsets, subset="landmark")
     landmarks = E.barycentric_points(vertices, problem.corners["landmark"], problem.bary)
-    pixels, _ = E.project(landmarks, problem.K, problem.world_2_cam)
+    pixels = E.project(landmarks, problem.projection)
     scale = weights.landmark_scale_px * stage.landmark_scale
     total = (
         stage.landmark_weight
@@ -246,7 +246,7 @@ def residuals(
     with torch.no_grad():
         vertices = evaluate(problem, variables, subset="fit")
         landmarks = E.barycentric_points(vertices, problem.corners["fit"], problem.bary)
-        pixels, _ = E.project(landmarks, problem.K, problem.world_2_cam)
+        pixels = E.project(landmarks, problem.projection)
         errors = (pixels - problem.pixels).norm(dim=-1).double().numpy()
         index = association.target[..., None].expand(-1, -1, 3)
         anchor = torch.gather(vertices, 1, index)

@@ -8,10 +8,12 @@ on the fitted region (the face, or the whole head) and are zero elsewhere.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import fields
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from flame_tracking import energies as E
 from flame_tracking.initialisation import rigid_start
@@ -108,14 +110,14 @@ class Problem:
     """(F', 3) triangles of the 'fit' subset (local ids), for vertex normals."""
     bary: torch.Tensor
     """(L, 3) landmark barycentric coordinates."""
-    K: torch.Tensor
-    """(T, C, 3, 3) intrinsics."""
-    world_2_cam: torch.Tensor
-    """(T, C, 4, 4) cameras."""
+    landmarks: LandmarkBatch
+    """The packed landmark observations (numpy)."""
+    projection: torch.Tensor
+    """(T, C, 3, 4) camera matrices K [R | t]."""
+    centres: np.ndarray
+    """(T, C, 3) camera centres, world metres."""
     pixels: torch.Tensor
     """(T, C, L, 2) observed landmark pixels."""
-    valid: np.ndarray
-    """(T, C, L) bool observed landmarks."""
     points: tuple[tuple[np.ndarray, np.ndarray], ...]
     """Per timestep (N, 3) fused points and (N, 3) normals."""
     region: np.ndarray
@@ -137,10 +139,18 @@ class Problem:
         return self.subsets["fit"].vertex_ids
 
 
-def _torch_sparse(matrix, dtype: torch.dtype) -> torch.Tensor:
+def _torch_sparse(matrix: sparse.sparray | sparse.spmatrix, dtype: torch.dtype) -> torch.Tensor:
+    """A scipy sparse matrix as a coalesced torch COO tensor."""
     coo = matrix.tocoo()
-    index = np.stack([coo.row, coo.col]).astype(np.int64)
-    return torch.sparse_coo_tensor(index, coo.data, coo.shape, dtype=dtype).coalesce()
+    index = torch.as_tensor(np.stack([coo.row, coo.col]).astype(np.int64))
+    values = torch.as_tensor(coo.data, dtype=dtype)
+    return torch.sparse_coo_tensor(index, values, coo.shape, check_invariants=True).coalesce()
+
+
+def _centres(world_2_cam: np.ndarray) -> np.ndarray:
+    """(..., 3) camera centres of (..., 4, 4) world-to-camera transforms."""
+    rotation, shift = world_2_cam[..., :3, :3], world_2_cam[..., :3, 3]
+    return -np.einsum("...ji,...j->...i", rotation, shift)
 
 
 def build_problem(
@@ -179,10 +189,10 @@ def build_problem(
         },
         faces=torch.as_tensor(subsets["fit"].faces),
         bary=tensor(model.lmk_b_coords),
-        K=tensor(batch.K),
-        world_2_cam=tensor(batch.world_2_cam),
+        landmarks=batch,
+        projection=tensor(batch.K @ batch.world_2_cam[..., :3, :]),
+        centres=_centres(batch.world_2_cam),
         pixels=tensor(batch.pixels),
-        valid=batch.valid,
         points=tuple((t.points, t.normals) for t in timesteps),
         region=region,
         regressor=tensor(model.J_regressor[:, fit_ids]),
@@ -200,7 +210,7 @@ def initial_variables(problem: Problem, *, config: TrackerConfig) -> dict[str, t
     corners = model.v_template[model.f[model.lmk_face_idx]]
     template_points = np.einsum("lk,lkc->lc", model.lmk_b_coords, corners)
     start = rigid_start(
-        landmarks=_landmark_batch(problem),
+        landmarks=problem.landmarks,
         template_points=template_points,
         root_joint=model.J_regressor[0] @ model.v_template,
         max_error_px=config.init_max_error_px,
@@ -215,15 +225,6 @@ def initial_variables(problem: Problem, *, config: TrackerConfig) -> dict[str, t
         **{name: torch.zeros(t, size, dtype=dtype) for name, size in sizes.items()},
     }
     return {name: value.requires_grad_(True) for name, value in values.items()}
-
-
-def _landmark_batch(problem: Problem) -> LandmarkBatch:
-    return LandmarkBatch(
-        K=problem.K.double().numpy(),
-        world_2_cam=problem.world_2_cam.double().numpy(),
-        pixels=problem.pixels.double().numpy(),
-        valid=problem.valid,
-    )
 
 
 def evaluate(problem: Problem, variables: dict[str, torch.Tensor], *, subset: str) -> torch.Tensor:
@@ -252,10 +253,12 @@ def select_timesteps(
     smaller = dataclasses.replace(
         problem,
         keys=tuple(problem.keys[i] for i in keep),
-        K=problem.K[rows],
-        world_2_cam=problem.world_2_cam[rows],
+        landmarks=LandmarkBatch(
+            **{f.name: getattr(problem.landmarks, f.name)[keep] for f in fields(LandmarkBatch)}
+        ),
+        projection=problem.projection[rows],
+        centres=problem.centres[keep],
         pixels=problem.pixels[rows],
-        valid=problem.valid[keep],
         points=tuple(problem.points[i] for i in keep),
     )
     values = {

@@ -6,14 +6,18 @@ function in `tasks/`. Settings live in luigi.cfg (`[faceanything]`, `[sample]`, 
 
 from pipeline.build import BuildSubject
 from pipeline.dataset import BuildDataset
+from pipeline.reconstruction import ExtractFrames, Reconstruct, ReconstructSubject
 from pipeline.selection import ExtractSignals, SelectFrames
 from pipeline.subject import GenerateSampleSubject, InspectSubject
 
 __all__ = [
     "BuildDataset",
     "BuildSubject",
+    "ExtractFrames",
     "ExtractSignals",
     "GenerateSampleSubject",
     "InspectSubject",
+    "Reconstruct",
+    "ReconstructSubject",
     "SelectFrames",
 ]

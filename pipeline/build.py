@@ -8,6 +8,7 @@ import luigi
 import pandas as pd
 
 from pipeline.common import SubjectParameter, subject_input, subject_output
+from pipeline.reconstruction import ReconstructSubject
 from pipeline.selection import SelectFrames
 from pipeline.subject import InspectSubject
 from tasks import report
@@ -22,6 +23,7 @@ class BuildSubject(luigi.Task):
         return {
             "inventory": InspectSubject(subject=self.subject),
             "selection": SelectFrames(subject=self.subject),
+            "reconstruction": ReconstructSubject(subject=self.subject),
         }
 
     def output(self) -> luigi.LocalTarget:

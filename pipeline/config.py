@@ -14,7 +14,11 @@ from pathlib import Path
 import luigi
 
 from tasks.face_landmarker import FaceLandmarkerConfig
+from tasks.frames import FramesConfig
+from tasks.mvs import MvsConfig
+from tasks.reconstruction import ReconstructionConfig
 from tasks.selection import SelectionConfig
+from tasks.sfm import SfmConfig
 from tasks.signals import SignalsConfig
 
 
@@ -43,7 +47,7 @@ class sample(luigi.Config):  # noqa: N801
     scale = luigi.IntParameter(
         default=4, description="Sample full resolution = NeRSemble's 2200x3208 / scale"
     )
-    frames_per_sequence = luigi.IntParameter(default=24, description="Frames per sequence")
+    frames_per_sequence = luigi.IntParameter(default=16, description="Frames per sequence")
     downsample = luigi.IntParameter(
         default=2, description="Working downsample of the sample (its ground truth is at it)"
     )
@@ -89,9 +93,9 @@ def downsample_factor() -> int:
     return sample().downsample if is_sample_root() else faceanything().downsample
 
 
-def settings_tag(settings: object) -> str:
-    """8 hex digits naming a settings dataclass: outputs under another value get another path."""
-    text = json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str)
+def settings_tag(*settings: object) -> str:
+    """8 hex digits naming settings dataclasses: outputs under other values get another path."""
+    text = json.dumps([dataclasses.asdict(s) for s in settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -115,3 +119,31 @@ def skip_sequences() -> tuple[str, ...]:
 def selection_config() -> SelectionConfig:
     cfg = sample() if is_sample_root() else selection()
     return SelectionConfig(blendshape_count=cfg.blendshape_count, pose_count=cfg.pose_count)
+
+
+def frames_config() -> FramesConfig:
+    return FramesConfig(downsample=downsample_factor())
+
+
+class reconstruction(luigi.Config):  # noqa: N801
+    """Per-timestep SfM and dense depth."""
+
+    sfm_mode = luigi.ChoiceParameter(
+        choices=("mapping", "calibrated"),
+        default="mapping",
+        description="mapping: incremental SfM; calibrated: triangulate with the known poses",
+    )
+    depth_backend = luigi.ChoiceParameter(
+        choices=("auto", "torch", "colmap"),
+        default="auto",
+        description="auto: COLMAP PatchMatch with CUDA, else our PyTorch multi-view stereo",
+    )
+    device = luigi.Parameter(default="auto", description="Torch device for the torch backend")
+
+
+def reconstruction_config() -> ReconstructionConfig:
+    cfg = reconstruction()
+    return ReconstructionConfig(
+        sfm=SfmConfig(mode=cfg.sfm_mode),
+        mvs=MvsConfig(backend=cfg.depth_backend, device=cfg.device),
+    )

@@ -46,11 +46,8 @@ class SelectFrames(luigi.Task):
         return InspectSubject(subject=self.subject)
 
     def output(self) -> luigi.LocalTarget:
-        tag = config.settings_tag(config.selection_config())
-        stag = config.settings_tag(config.signals_config())
-        return luigi.LocalTarget(
-            str(subject_output(self.subject) / f"selection-{stag}-{tag}.parquet")
-        )
+        tag = config.settings_tag(config.signals_config(), config.selection_config())
+        return luigi.LocalTarget(str(subject_output(self.subject) / f"selection-{tag}.parquet"))
 
     def _sequences(self) -> list[str]:
         table = pd.read_parquet(self.input().path)

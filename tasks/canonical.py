@@ -6,7 +6,9 @@ its nearest point q on the tracked FLAME surface (triangle + barycentrics) and t
 deformation there, D(q) = sum_k b_k (tracked_k - canonical_k); its canonical position is
 p - D(q). Details the reconstruction has beyond FLAME (p - q) are kept, unrotated, as the
 paper's plain translation does. Points farther than `max_distance` from the surface (hair
-far off the scalp, shoulders, background) get no canonical coordinate.
+far off the scalp, shoulders, background) get no canonical coordinate. The canonical mesh
+(zero expression and pose; template or tracked identity) is the tracker's choice: its
+`canonical.ply` (`tasks.tracking`).
 
 Output folder of a timestep (written to a temporary sibling, then renamed into place):
 
@@ -27,12 +29,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from flame_tracking.lbs import FlameLayer, FlameParams
-from flame_tracking.model import FlameModel
 from tasks.cameras import Camera, backproject_depth
 from tasks.exr import write_exr
 
@@ -65,9 +64,6 @@ class CanonicalConfig:
     is exact for nearly all, at three times the cost."""
     max_distance: float = 0.01
     """Points farther than this from the tracked surface (metres) get no canonical point."""
-    canonical_shape: Literal["template", "tracked"] = "template"
-    """Canonical FLAME: the template, or the subject's tracked shape and static offsets;
-    expression and pose are zero either way."""
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or not self.max_distance > 0:
@@ -147,29 +143,6 @@ class TrackedSurface:
 
 
 _FIELDS = dataclasses.fields(FlameMatch)
-
-
-def canonical_vertices(
-    *,
-    model: FlameModel,
-    config: CanonicalConfig,
-    shape: np.ndarray | None = None,
-    static_offset: np.ndarray | None = None,
-) -> np.ndarray:
-    """(V, 3) canonical FLAME vertices (zero expression and pose, no translation): the template,
-    or with 'tracked' the subject's (S,) `shape` and (V, 3) `static_offset` applied."""
-    if config.canonical_shape == "template":
-        return model.v_template.copy()
-    if shape is None:
-        raise ValueError("canonical_shape 'tracked' needs the tracked shape")
-    params = FlameParams(
-        shape=torch.tensor(np.asarray(shape, dtype=np.float64)),
-        static_offset=None
-        if static_offset is None
-        else torch.tensor(np.asarray(static_offset, dtype=np.float64)),
-    )
-    with torch.no_grad():
-        return FlameLayer(model, torch.float64)(params).vertices[0].numpy()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

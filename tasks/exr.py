@@ -14,15 +14,20 @@ import OpenEXR
 
 
 def write_exr(path: str | os.PathLike, channels: dict[str, np.ndarray]) -> Path:
-    """Write (H, W) or (H, W, 3) float maps atomically (temporary file, then rename)."""
+    """Write (H, W) or (H, W, 3) float maps atomically (temporary file, then rename).
+
+    float16 arrays are stored as HALF channels, everything else as FLOAT (float32)."""
     path = Path(path)
     shapes = {name: a.shape[:2] for name, a in channels.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"{path}: channels differ in size: {shapes}")
     if "A" in channels:
         raise ValueError(f"{path}: a channel named 'A' would be read back as part of RGBA")
-    # A non-contiguous array is written wrong with no error: always make a fresh float32 copy.
-    data = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in channels.items()}
+    # A non-contiguous array is written wrong with no error: always make a contiguous copy.
+    data = {
+        name: np.ascontiguousarray(a, dtype=np.float16 if a.dtype == np.float16 else np.float32)
+        for name, a in channels.items()
+    }
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     tmp = path.with_name(f".{path.name}.tmp.exr")
     OpenEXR.File(header, data).write(str(tmp))

@@ -62,8 +62,6 @@ class MvsConfig:
     """Preferred angle between the reference and a source view at the scene."""
     angle_range_deg: tuple[float, float] = (5.0, 50.0)
     """Angles outside this range never make a source view."""
-    diversity: float = 0.5
-    """How strongly a source in the same direction as an already chosen one is passed over."""
     depth_percentiles: tuple[float, float] = (1.0, 99.0)
     """Percentiles of the view's sparse point depths that bound the sweep."""
     depth_margin_m: float = 0.03
@@ -76,9 +74,9 @@ class MvsConfig:
     """The plane sweep runs on images shrunk by this factor."""
     num_planes: int = 96
     """Fronto-parallel planes, uniform in inverse depth over the range, at coarse scale."""
-    coarse_window_radius: int = 3
+    coarse_window_radius: int = 2
     """NCC window radius (pixels) of the coarse sweep."""
-    window_radius: int = 4
+    window_radius: int = 2
     """NCC window radius (pixels) at full resolution."""
     refine_steps_px: tuple[float, ...] = (1.0, 0.35)
     """Full-resolution passes around the current surface: hypothesis spacing of each pass, as
@@ -89,12 +87,12 @@ class MvsConfig:
     """Per hypothesis, the mean cost of the best k source views (occlusion robustness)."""
     min_texture_std: float = 0.004
     """Reference windows with a grey standard deviation below this are invalid."""
-    min_ncc: float = 0.5
+    min_ncc: float = 0.3
     """Pixels whose best-k mean NCC is below this are invalid."""
-    max_reproj_px: float = 1.0
+    max_reproj_px: float = 2.0
     """Consistency: forward-backward reprojection error allowed, in pixels."""
-    max_depth_rel: float = 0.002
-    """Consistency: relative depth difference allowed (0.002 = 2 mm at 1 m)."""
+    max_depth_rel: float = 0.005
+    """Consistency: relative depth difference allowed (0.005 = 5 mm at 1 m)."""
     min_consistent_views: int = 2
     """Other views that must agree with a pixel's depth for it to stay valid."""
     average_consistent: bool = True
@@ -184,55 +182,26 @@ def resolve_device(device: str) -> torch.device:
 def select_neighbours(
     views: Mapping[str, WorkspaceView], *, config: MvsConfig
 ) -> dict[str, tuple[str, ...]]:
-    """Per view, `num_neighbours` source views picked greedily: score = (shared sparse points
-    + 1) x a Gaussian weight (10 degrees wide) of the angle at the view's scene centre
-    (median sparse point) around `ideal_angle_deg`, scaled down by (1 - `diversity` x cosine)
-    against the most similar baseline direction already picked, so that sources surround
-    the reference (a cheek turned away from one side is seen from the other). Views outside
-    `angle_range_deg` never count; a view without sparse points gets none."""
+    """Per view, the `num_neighbours` source views scoring highest on (shared sparse points
+    + 1) x a Gaussian weight (10 degrees wide) of the angle at the view's scene centre (median
+    sparse point) around `ideal_angle_deg`, COLMAP's heuristic in spirit; views outside
+    `angle_range_deg` never count, and a view without sparse points gets none."""
+    low, high = config.angle_range_deg
     chosen = {}
     for name, ref in views.items():
-        scores, directions = _candidates(name, views, config) if len(ref.points) else ({}, {})
-        picked: list[str] = []
-        while scores and len(picked) < config.num_neighbours:
-            adjusted = {
-                n: score
-                * (
-                    1.0
-                    - config.diversity
-                    * max([0.0, *(directions[n] @ directions[p] for p in picked)])
-                )
-                for n, score in scores.items()
-            }
-            picked.append(max(adjusted, key=adjusted.__getitem__))
-            del scores[picked[-1]]
-        chosen[name] = tuple(picked)
+        scores = {}
+        centre = np.median(ref.points, axis=0) if len(ref.points) else None
+        for other_name, other in views.items():
+            if centre is None or other_name == name:
+                continue
+            angle = _angle_deg(centre - ref.camera.center, centre - other.camera.center)
+            if low <= angle <= high:
+                shared = np.intersect1d(ref.point_ids, other.point_ids).size
+                weight = np.exp(-0.5 * ((angle - config.ideal_angle_deg) / 10.0) ** 2)
+                scores[other_name] = (shared + 1) * weight
+        best = sorted(scores, key=scores.__getitem__, reverse=True)
+        chosen[name] = tuple(best[: config.num_neighbours])
     return chosen
-
-
-def _candidates(
-    name: str, views: Mapping[str, WorkspaceView], config: MvsConfig
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Scores and unit baseline directions (across the viewing axis) of a view's candidates."""
-    ref = views[name]
-    centre = np.median(ref.points, axis=0)
-    axis = (centre - ref.camera.center) / np.linalg.norm(centre - ref.camera.center)
-    scores, directions = {}, {}
-    for other_name, other in views.items():
-        angle = _angle_deg(centre - ref.camera.center, centre - other.camera.center)
-        if other_name == name or not _within(angle, config.angle_range_deg):
-            continue
-        shared = np.intersect1d(ref.point_ids, other.point_ids).size
-        weight = np.exp(-0.5 * ((angle - config.ideal_angle_deg) / 10.0) ** 2)
-        scores[other_name] = (shared + 1) * weight
-        baseline = other.camera.center - ref.camera.center
-        baseline -= (baseline @ axis) * axis
-        directions[other_name] = baseline / max(np.linalg.norm(baseline), 1e-12)
-    return scores, directions
-
-
-def _within(value: float, bounds: tuple[float, float]) -> bool:
-    return bounds[0] <= value <= bounds[1]
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -254,69 +223,6 @@ def depth_range(
         return None, f"degenerate depth range {low:.4f}..{high:.4f} m from {len(z)} sparse points"
     margin = config.depth_margin_m
     return (float(max(low - margin, 0.5 * low)), float(high + margin)), ""
-
-
-def _sources(
-    ref: mvs_torch.ViewImage, sources: list[mvs_torch.ViewImage]
-) -> list[mvs_torch.Source]:
-    device = ref.grey.device
-    return [
-        mvs_torch.source(ref=ref.camera, grey=s.grey, camera=s.camera, device=device)
-        for s in sources
-    ]
-
-
-def _plane_sweep(
-    ref: mvs_torch.ViewImage,
-    sources: list[mvs_torch.ViewImage],
-    depths: tuple[float, float],
-    config: MvsConfig,
-) -> torch.Tensor:
-    """(h, w) inverse depth of the best fronto-parallel plane (sub-plane by parabola)."""
-    inv_far, inv_near = 1.0 / depths[1], 1.0 / depths[0]
-    step = (inv_near - inv_far) / (config.num_planes - 1)
-    inverse = inv_far + step * torch.arange(config.num_planes, device=ref.grey.device)
-    min_var = config.min_texture_std**2
-    cost = mvs_torch.sweep_cost(
-        mvs_torch.window_stats(ref.grey, config.coarse_window_radius, min_var),
-        _sources(ref, sources),
-        (1.0 / inverse)[:, None, None],
-        best_k=config.best_k,
-        min_var=min_var,
-        chunk=config.chunk,
-    )
-    position, _ = mvs_torch.winner(cost)
-    return inv_far + step * position
-
-
-def _refine(
-    ref: mvs_torch.ViewImage,
-    sources: list[mvs_torch.ViewImage],
-    inverse: torch.Tensor,
-    config: MvsConfig,
-) -> tuple[torch.Tensor, torch.Tensor, mvs_torch.WindowStats]:
-    """Full-resolution passes around the current inverse depth (H, W): each hypothesis moves
-    the whole surface, so windows follow its slant. Returns inverse depth, cost, ref stats."""
-    min_var = config.min_texture_std**2
-    stats = mvs_torch.window_stats(ref.grey, config.window_radius, min_var)
-    prepared = _sources(ref, sources)
-    baseline = max(np.linalg.norm(s.camera.center - ref.camera.center) for s in sources)
-    count = config.refine_hypotheses
-    offsets = torch.arange(-count, count + 1, device=inverse.device, dtype=inverse.dtype)
-    for step_px in config.refine_steps_px:
-        step = step_px / (ref.camera.K[0, 0] * baseline)
-        hypotheses = (inverse[None] + step * offsets[:, None, None]).clamp(min=1e-3)
-        volume = mvs_torch.sweep_cost(
-            stats,
-            prepared,
-            1.0 / hypotheses,
-            best_k=config.best_k,
-            min_var=min_var,
-            chunk=config.chunk,
-        )
-        position, cost = mvs_torch.winner(volume)
-        inverse = inverse + step * (position - count)
-    return inverse, cost, stats
 
 
 def _region(view: WorkspaceView, depths: tuple[float, float], margin: int) -> dict[str, int]:
@@ -341,16 +247,29 @@ def _photometric_depth(
     points' region) and its cost (H, W)."""
     region = _region(view, depths, config.region_margin_px)
     part = mvs_torch.crop(ref, **region)
-    factor = config.coarse_factor
-    coarse = _plane_sweep(
+    factor, min_var = config.coarse_factor, config.min_texture_std**2
+    coarse = mvs_torch.plane_sweep(
         mvs_torch.shrink(part, factor),
         [mvs_torch.shrink(s, factor) for s in sources],
-        depths,
-        config,
+        depths=depths,
+        num_planes=config.num_planes,
+        radius=config.coarse_window_radius,
+        best_k=config.best_k,
+        min_var=min_var,
+        chunk=config.chunk,
     )
     height, width = part.grey.shape[-2:]
-    inverse = mvs_torch.upsample(coarse, factor, height, width)
-    inverse, cost, stats = _refine(part, sources, inverse, config)
+    inverse, cost, stats = mvs_torch.refine(
+        part,
+        sources,
+        mvs_torch.upsample(coarse, factor, height, width),
+        steps_px=config.refine_steps_px,
+        hypotheses=config.refine_hypotheses,
+        radius=config.window_radius,
+        best_k=config.best_k,
+        min_var=min_var,
+        chunk=config.chunk,
+    )
     depth = 1.0 / inverse
     valid = (
         (cost <= 1.0 - config.min_ncc)

@@ -232,6 +232,72 @@ def upsample(coarse: torch.Tensor, factor: int, height: int, width: int) -> torc
     )[0, 0]
 
 
+def _sources(ref: ViewImage, sources: list[ViewImage]) -> list[Source]:
+    device = ref.grey.device
+    return [source(ref=ref.camera, grey=s.grey, camera=s.camera, device=device) for s in sources]
+
+
+def plane_sweep(
+    ref: ViewImage,
+    sources: list[ViewImage],
+    *,
+    depths: tuple[float, float],
+    num_planes: int,
+    radius: int,
+    best_k: int,
+    min_var: float,
+    chunk: int,
+) -> torch.Tensor:
+    """(H, W) inverse depth of the best of `num_planes` fronto-parallel planes, uniform in
+    inverse depth over `depths` (near, far metres), refined between planes by a parabola."""
+    inv_far, inv_near = 1.0 / depths[1], 1.0 / depths[0]
+    step = (inv_near - inv_far) / (num_planes - 1)
+    inverse = inv_far + step * torch.arange(num_planes, device=ref.grey.device)
+    cost = sweep_cost(
+        window_stats(ref.grey, radius, min_var),
+        _sources(ref, sources),
+        (1.0 / inverse)[:, None, None],
+        best_k=best_k,
+        min_var=min_var,
+        chunk=chunk,
+    )
+    position, _ = winner(cost)
+    return inv_far + step * position
+
+
+def refine(
+    ref: ViewImage,
+    sources: list[ViewImage],
+    inverse: torch.Tensor,
+    *,
+    steps_px: tuple[float, ...],
+    hypotheses: int,
+    radius: int,
+    best_k: int,
+    min_var: float,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor, WindowStats]:
+    """Passes around the current inverse depth (H, W), one per step of `steps_px` (hypothesis
+    spacing as the disparity in pixels of the widest-baseline source), `hypotheses` on each
+    side. A hypothesis moves the whole surface, so every window follows its slant. Returns
+    the inverse depth, its cost (H, W) and the reference's window statistics."""
+    if not steps_px:
+        raise ValueError("refine needs at least one step")
+    stats = window_stats(ref.grey, radius, min_var)
+    prepared = _sources(ref, sources)
+    baseline = max(np.linalg.norm(s.camera.center - ref.camera.center) for s in sources)
+    offsets = torch.arange(-hypotheses, hypotheses + 1, device=inverse.device)
+    for step_px in steps_px:
+        step = step_px / (ref.camera.K[0, 0] * baseline)
+        candidates = (inverse[None] + step * offsets[:, None, None]).clamp(min=1e-3)
+        volume = sweep_cost(
+            stats, prepared, 1.0 / candidates, best_k=best_k, min_var=min_var, chunk=chunk
+        )
+        position, cost = winner(volume)
+        inverse = inverse + step * (position - hypotheses)
+    return inverse, cost, stats
+
+
 def consistency(
     ref: Camera,
     depth: torch.Tensor,

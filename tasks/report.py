@@ -18,3 +18,28 @@ def subject_report(*, subject: str, data: Path, inventory: pd.DataFrame) -> dict
             "problems": problems,
         }
     return {"subject": subject, "data": str(data), "sequences": sequences}
+
+
+def reconstruction_table(
+    *, selected: pd.DataFrame, records: list[dict], folders: list[str]
+) -> pd.DataFrame:
+    """One row per selected timestep: kept or dropped with the reason, registration, timings."""
+    rows = []
+    for r, record, folder in zip(selected.itertuples(), records, folders, strict=True):
+        sfm = record.get("sfm", {})
+        rows.append(
+            {
+                "sequence": r.sequence,
+                "frame": int(r.frame),
+                "criterion": r.criterion,
+                "status": record["status"],
+                "reason": record["reason"],
+                "registered": sfm.get("registered"),
+                "median_residual_mm": sfm.get("median_residual_mm"),
+                "sfm_seconds": sum((sfm.get("seconds") or {}).values()),
+                "depth_seconds": record.get("mvs", {}).get("seconds"),
+                "fused_points": record.get("fusion", {}).get("points"),
+                "folder": folder,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -127,6 +127,12 @@ def generate_sample_subject(
     )
 
 
+def _stored_precision(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Depth stays float32 (sub-micrometre at 1 m); canonical positions, normals and the mask
+    are stored as half floats (0.06 mm steps at 0.1 m), which halves the ground truth's size."""
+    return {k: v if k == "depth" else np.asarray(v, dtype=np.float16) for k, v in maps.items()}
+
+
 def _fresh(final: Path) -> Path:
     """An empty temporary sibling of `final`, replacing one a killed run left."""
     tmp = final.with_name(f".{final.name}.partial")
@@ -199,7 +205,7 @@ def _write_sequence(
                 maps = ground_truth_view(world, frame, serial=serial)
                 path = ground_truth_map_path(gt_tmp, sequence=sequence, frame=t, serial=serial)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                write_exr(path, maps)
+                write_exr(path, _stored_precision(maps))
                 xy, z, visible = project_landmarks(
                     points=points, camera=world.gt_cameras[serial], depth=maps["depth"]
                 )
@@ -282,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="default: the numeric id")
     parser.add_argument("--scale", type=int, default=4, help="full size = 2200x3208 / scale")
     parser.add_argument("--downsample", type=int, default=2, help="ground truth size factor")
-    parser.add_argument("--frames", type=int, default=24, help="frames per sequence")
+    parser.add_argument("--frames", type=int, default=16, help="frames per sequence")
     parser.add_argument("--overwrite", action="store_true", help="replace a complete subject")
     parser.add_argument("--contact-sheet", type=Path, help="PNG of the 16 views of frame 0")
     parser.add_argument("--ground-truth-sheet", type=Path, help="PNG of one view's truth maps")

@@ -56,7 +56,7 @@ class SampleSubjectConfig:
     """Sample full resolution = NeRSemble's 2200x3208 / scale (1, 2 or 4: sizes stay even)."""
     downsample: int = 2
     """Working downsample of the pipeline: the ground truth maps are at full / downsample."""
-    frames_per_sequence: int = 24
+    frames_per_sequence: int = 16
     """Frames in each sequence's videos."""
     sequences: tuple[str, ...] = ("EXP-1-head", "EMO-1-shout+laugh")
     """Sequence names; one containing 'head' turns the head, the others make faces."""

@@ -9,13 +9,17 @@ temporary sibling, then renamed into place):
     sfm.json        summary (`read_sfm_summary`): status, reason, residuals, counts, timings
 
 Two modes. "mapping" runs COLMAP's incremental mapper with the calibrated intrinsics held
-fixed, then aligns the model to the calibration by the similarity transform between camera
-centres; the per-camera centre residuals measure how well the images agree with the
-calibration. "calibrated" skips the mapper: it triangulates the matches with the calibrated
+fixed, then aligns the model to the calibration by a similarity transform (camera centres
+and viewing directions); the per-camera centre residuals measure how well the images agree
+with the calibration. "calibrated" skips the mapper: it triangulates the matches with the calibrated
 poses (a view counts as registered when it sees enough of the points).
 
 COLMAP puts the centre of the top-left pixel at (0.5, 0.5), OpenCV at (0, 0): principal
 points move by half a pixel between the two.
+
+pycolmap 4.2.1 imported before anything has loaded zlib (numpy, cv2, Python's zlib) breaks
+deflate for the whole process: the next PNG write or zlib.compress aborts with "free():
+invalid pointer". Importing zlib first, as this module does, avoids it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Callable, Mapping
+import zlib  # noqa: F401  zlib must load before pycolmap: see the module docstring
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -404,17 +409,48 @@ def _assess(
 def align_to_cameras(
     model: pycolmap.Reconstruction, cameras: Mapping[str, Camera]
 ) -> pycolmap.Sim3d:
-    """Move `model` into the calibrated world (metres) by the least-squares similarity
-    between its registered camera centres and the calibrated ones (Umeyama, pycolmap's
-    `estimate_sim3d`); return that world_from_model transform."""
+    """Move `model` into the calibrated world (metres) and return that world_from_model.
+
+    Least-squares similarities (Umeyama, pycolmap's `estimate_sim3d`): first between the
+    registered camera centres, which fixes the scale; then between the centres together with
+    one point per camera on its optical axis at the distance of the scene, so viewing
+    directions count as well. Centres alone leave the model free to tilt about the head (on
+    an arc of cameras a tilt moves the centres little): 0.5 degrees on the sample.
+    """
     images = [model.image(i) for i in model.reg_image_ids()]
-    source = np.array([im.projection_center() for im in images])
-    target = np.array([cameras[_serial(im.name)].center for im in images])
-    world_from_model = pycolmap.estimate_sim3d(source, target)
-    if world_from_model is None:
-        raise ValueError(f"no similarity transform from {len(images)} camera centres")
+    targets = [cameras[_serial(im.name)] for im in images]
+    world_from_model = _similarity(
+        np.array([im.projection_center() for im in images]), np.array([c.center for c in targets])
+    )
     model.transform(world_from_model)
-    return world_from_model
+    distance = scene_distance(cameras.values())
+    source = [im.projection_center() + distance * im.viewing_direction() for im in images]
+    target = [c.center + distance * c.world_2_cam[2, :3] for c in targets]
+    refined = _similarity(
+        np.array([im.projection_center() for im in images] + source),
+        np.array([c.center for c in targets] + target),
+    )
+    model.transform(refined)
+    return refined * world_from_model
+
+
+def _similarity(source: np.ndarray, target: np.ndarray) -> pycolmap.Sim3d:
+    """target_from_source for (N, 3) point pairs; ValueError when degenerate."""
+    result = pycolmap.estimate_sim3d(source, target)
+    if result is None:
+        raise ValueError(f"no similarity transform from {len(source)} point pairs")
+    return result
+
+
+def scene_distance(cameras: Iterable[Camera]) -> float:
+    """Median distance (metres) from the cameras to the point nearest all their optical axes
+    (the head in a rig that looks at it)."""
+    cameras = list(cameras)
+    centres = np.array([c.center for c in cameras])
+    axes = np.array([c.world_2_cam[2, :3] for c in cameras])
+    across = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # (N, 3, 3) projectors
+    point = np.linalg.lstsq(across.sum(0), np.einsum("nij,nj->i", across, centres), rcond=None)[0]
+    return float(np.median(np.linalg.norm(centres - point, axis=1)))
 
 
 def camera_residuals_mm(

@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import trimesh
 from sample_truth import SERIALS_USED, Truth, along_rays, sample_truth
 
-from flame_tracking.lbs import FlameLayer, FlameParams
 from tasks.cameras import backproject_depth
 from tasks.canonical import (
     CLOUD_FILE,
@@ -21,7 +19,6 @@ from tasks.canonical import (
     CanonicalConfig,
     TrackedSurface,
     ViewDepth,
-    canonical_vertices,
     canonicalize_points,
     canonicalize_timestep,
     canonicalize_view,
@@ -151,21 +148,6 @@ def test_normals_from_depth_match_the_truth(truth: Truth):
     cosine = np.einsum("hwc,hwc->hw", normals, gt["normal"])[gt["mask"] == 1]
     angles = np.degrees(np.arccos(np.clip(cosine[np.isfinite(cosine)], -1, 1)))
     assert np.median(angles) < 3.0
-
-
-def test_canonical_vertices(truth: Truth):
-    model = truth.model
-    template = canonical_vertices(model=model, config=CanonicalConfig())
-    assert np.array_equal(template, model.v_template)
-    shape = np.asarray(truth.params["shape"].iloc[0])
-    tracked = canonical_vertices(
-        model=model, config=CanonicalConfig(canonical_shape="tracked"), shape=shape
-    )
-    layer = FlameLayer(model, torch.float64)
-    expected = layer(FlameParams(shape=torch.tensor(shape)[None])).vertices[0].numpy()
-    assert np.allclose(tracked, expected, atol=1e-12)
-    with pytest.raises(ValueError, match="tracked shape"):
-        canonical_vertices(model=model, config=CanonicalConfig(canonical_shape="tracked"))
 
 
 def test_timestep_writes_maps_and_cloud(truth: Truth, tmp_path: Path):

@@ -162,7 +162,9 @@ def test_all_views_register_and_align_to_the_calibration(mapped: SfmResult) -> N
     assert read_sfm_summary(mapped.directory) == mapped
 
 
-def test_aligned_model_is_in_the_calibrated_world(mapped: SfmResult, frames: TimestepFrames) -> None:
+def test_aligned_model_is_in_the_calibrated_world(
+    mapped: SfmResult, frames: TimestepFrames
+) -> None:
     cameras = read_cameras_json(frames.directory / "cameras.json")
     model = pycolmap.Reconstruction(mapped.sparse_dir)
     assert model.num_reg_images() == 16

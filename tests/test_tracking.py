@@ -1,16 +1,17 @@
 """FLAME tracking against the sample subject's ground truth, through the real file formats.
 
 Once per module: the sample world renders 2 frames of each of its two sequences from all 16
-cameras at the working resolution (PNG + cameras.json, as the frames stage writes them), the
-fused cloud is the truth depth of 8 views back-projected with noise and 2% outliers (PLY with
-normals, as COLMAP's fusion writes it), and `track_subject` runs on them with MediaPipe's
+cameras at the working resolution (PNG + cameras.json, as the frames stage writes them); the
+fused cloud is the truth depth of 8 views back-projected with noise and 2% stray points (PLY
+with normals, as COLMAP's fusion writes it); `track_subject` runs on them with MediaPipe's
 real detections. Two extra timesteps test the failure paths: one whose images are another
-timestep's (its landmarks disagree with its points) and one with no face at all.
+timestep's (its landmarks disagree with its points) and one with no face in any view.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 
@@ -24,17 +25,36 @@ import trimesh
 from flame_tracking.energies import geman_mcclure
 from flame_tracking.initialisation import similarity_rotation, triangulate
 from flame_tracking.lbs import FlameLayer, FlameParams
-from flame_tracking.observations import SubjectObservations, pack_landmarks, voxel_downsample
-from flame_tracking.optimisation import PER_TIMESTEP, StageConfig
+from flame_tracking.observations import (
+    SubjectObservations,
+    TimestepObservation,
+    ViewObservation,
+    pack_landmarks,
+    voxel_downsample,
+)
 from flame_tracking.subset import restrict_model
-from flame_tracking.tracker import TrackerConfig, neutral_vertices, posed_vertices, track
+from flame_tracking.tracker import (
+    PER_TIMESTEP,
+    TrackerConfig,
+    neutral_vertices,
+    posed_vertices,
+    track,
+)
 from tasks import tracking
-from tasks.cameras import FRONTAL_SERIAL, SERIALS, Camera, backproject_depth, project
-from tasks.frames import CAMERAS_FILE, image_path, write_cameras_json
+from tasks.cameras import FRONTAL_SERIAL, SERIALS, project
+from tasks.face_landmarker import FaceLandmarkerConfig, FaceLandmarkerRunner
+from tasks.frames import image_path
+from tasks.fusion import read_fused_ply
 from tasks.landmark_embedding import EMBEDDING_FILE
-from tasks.nersemble import downsample_image
-from tasks.sample_scene import landmark_points, record, shade_view
-from tasks.sample_world import SampleSubjectConfig, SampleWorld, build_world, ground_truth_view
+from tasks.sample_scene import landmark_points
+from tasks.sample_tracking_inputs import (
+    FUSED_FILE,
+    CloudConfig,
+    empty_view,
+    write_sample_inputs,
+    write_timestep,
+)
+from tasks.sample_world import SampleSubjectConfig, SampleWorld, build_world
 
 FRAMES = 2
 """Frames per sequence of the test sample."""
@@ -42,109 +62,53 @@ CORRUPT = ("EXP-1-head", 90)
 """A timestep with the images of another timestep and its own fused points."""
 EMPTY = ("EXP-1-head", 91)
 """A timestep whose images show no face."""
-POINT_NOISE = 0.0007
-"""Gaussian noise of the fused points (metres, per axis)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Tracked:
     world: SampleWorld
-    root: Path
     inputs: tuple[tracking.TimestepInput, ...]
     result: tracking.TrackSubjectResult
     seconds: dict[str, float]
 
 
-def _write_fused_ply(path: Path, points: np.ndarray, normals: np.ndarray) -> None:
-    """COLMAP fusion's PLY layout: x y z nx ny nz float32, red green blue uchar."""
-    names = ("x", "y", "z", "nx", "ny", "nz", "red", "green", "blue")
-    kinds = ["<f4"] * 6 + ["u1"] * 3
-    table = np.zeros(len(points), dtype=list(zip(names, kinds, strict=True)))
-    for k, name in enumerate(names[:6]):
-        table[name] = (points if k < 3 else normals)[:, k % 3]
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}"]
-    types = {"<f4": "float", "u1": "uchar"}
-    header += [f"property {types[k]} {n}" for n, k in zip(names, kinds, strict=True)]
-    path.write_bytes(("\n".join([*header, "end_header"]) + "\n").encode() + table.tobytes())
-
-
-def _render(world: SampleWorld, frame, *, sequence: str, t: int, serial: str) -> np.ndarray:
-    """One view at the working resolution (the frames stage's image), uint8 RGB."""
-    config = world.config
-    camera = world.gt_cameras[serial]
-    rgb, mask = shade_view(
-        frame=frame, model=world.model, texture=world.texture, camera=camera, exposure=0.8
+def _failure_inputs(
+    world: SampleWorld, root: Path, clean: tuple[tracking.TimestepInput, ...]
+) -> tuple[tracking.TimestepInput, ...]:
+    """The corrupted timestep (images of the last EMO frame, points of the first EXP frame)
+    and the faceless one."""
+    donor, own = clean[-1], clean[0]
+    folder = root / CORRUPT[0] / f"frame_{CORRUPT[1]:05d}"
+    shutil.copytree(donor.frames_dir, folder)
+    shutil.copy2(own.fused_ply, folder / FUSED_FILE)
+    corrupt = dataclasses.replace(
+        donor,
+        sequence=CORRUPT[0],
+        frame=CORRUPT[1],
+        frames_dir=folder,
+        fused_ply=folder / FUSED_FILE,
     )
-    backdrop = downsample_image(world.backgrounds[serial], config.downsample)
-    noise = world.noise_stream(sequence, t, SERIALS.index(serial))
-    linear = np.where(mask[..., None], rgb, backdrop)
-    return record(linear, cast=np.eye(3), noise_sigma=config.noise_sigma, rng=noise)
-
-
-def _fused_points(world: SampleWorld, frame, rng: np.random.Generator) -> tuple:
-    """Truth depth of every other camera back-projected, with noise and 2% outliers."""
-    points, normals = [], []
-    for serial in SERIALS[::2]:
-        maps = ground_truth_view(world, frame, serial=serial)
-        xyz = backproject_depth(maps["depth"], world.gt_cameras[serial]).reshape(-1, 3)
-        ok = np.isfinite(xyz).all(1)
-        points.append(xyz[ok])
-        normals.append(maps["normal"].reshape(-1, 3)[ok])
-    p, n = np.concatenate(points), np.concatenate(normals)
-    p = p + rng.normal(0.0, POINT_NOISE, p.shape)
-    wild = rng.random(len(p)) < 0.02
-    p[wild] += n[wild] * rng.uniform(0.003, 0.015, (wild.sum(), 1))
-    return p, n
-
-
-def _write_timestep(
-    root: Path, key: tuple[str, int], images: dict, cameras: dict[str, Camera], cloud: tuple
-) -> tracking.TimestepInput:
-    folder = root / "frames" / key[0] / f"frame_{key[1]:05d}"
-    (folder / "images").mkdir(parents=True)
-    for serial, image in images.items():
-        cv2.imwrite(str(image_path(folder, serial)), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    write_cameras_json(folder / CAMERAS_FILE, cameras)
-    ply = folder / "fused.ply"
-    _write_fused_ply(ply, *cloud)
-    return tracking.TimestepInput(sequence=key[0], frame=key[1], frames_dir=folder, fused_ply=ply)
-
-
-def _make_inputs(world: SampleWorld, root: Path) -> tuple[tracking.TimestepInput, ...]:
-    rng = np.random.default_rng(7)
-    inputs, images, clouds = [], {}, {}
-    for sequence in world.config.sequences:
-        for t, frame in enumerate(world.posed_frames(sequence)):
-            key = (sequence, t)
-            images[key] = {
-                s: _render(world, frame, sequence=sequence, t=t, serial=s) for s in SERIALS
-            }
-            clouds[key] = _fused_points(world, frame, rng)
-            inputs.append(_write_timestep(root, key, images[key], world.gt_cameras, clouds[key]))
-    other = (world.config.sequences[1], FRAMES - 1)  # strong expression, other head pose
-    inputs.append(
-        _write_timestep(root, CORRUPT, images[other], world.gt_cameras, clouds[("EXP-1-head", 0)])
+    points = read_fused_ply(own.fused_ply)
+    empty = write_timestep(
+        root / EMPTY[0] / f"frame_{EMPTY[1]:05d}",
+        sequence=EMPTY[0],
+        frame=EMPTY[1],
+        images={s: empty_view(world, serial=s) for s in SERIALS},
+        cameras=world.gt_cameras,
+        cloud=(points.points, points.normals),
     )
-    factor = world.config.downsample
-    blank = {
-        s: record(
-            downsample_image(world.backgrounds[s], factor), cast=np.eye(3), noise_sigma=0.0, rng=rng
-        )
-        for s in SERIALS
-    }
-    inputs.append(_write_timestep(root, EMPTY, blank, world.gt_cameras, clouds[("EXP-1-head", 0)]))
-    return tuple(inputs)
+    return corrupt, empty
 
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory: pytest.TempPathFactory) -> Tracked:
     root = tmp_path_factory.mktemp("tracking")
-    seconds = {}
     start = time.monotonic()
     config = SampleSubjectConfig(subject="900", frames_per_sequence=FRAMES, texture_size=512)
     world = build_world(config=config, root=root)
-    seconds["world"] = time.monotonic() - start
-    inputs = _make_inputs(world, root)
+    seconds = {"world": time.monotonic() - start}
+    clean = write_sample_inputs(world, root / "frames", config=CloudConfig())
+    inputs = clean + _failure_inputs(world, root / "frames", clean)
     seconds["inputs"] = time.monotonic() - start - seconds["world"]
     result = tracking.track_subject(
         subject="900",
@@ -155,7 +119,7 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> Tracked:
         config=tracking.TrackingConfig(),
     )
     seconds["tracking"] = result.seconds
-    return Tracked(world=world, root=root, inputs=inputs, result=result, seconds=seconds)
+    return Tracked(world=world, inputs=inputs, result=result, seconds=seconds)
 
 
 def _truth(world: SampleWorld, sequence: str, t: int) -> np.ndarray:
@@ -211,7 +175,7 @@ def test_frontal_landmark_reprojection(tracked: Tracked) -> None:
     meshes = posed_vertices(model, result, tuple(keys))
     folders = {f"{i.sequence}/{i.frame:05d}": i.frames_dir for i in tracked.inputs}
     ours, truths = [], []
-    with tracking.FaceLandmarkerRunner(config=tracking.FaceLandmarkerConfig()) as runner:
+    with FaceLandmarkerRunner(config=FaceLandmarkerConfig()) as runner:
         for key, vertices in zip(keys, meshes, strict=True):
             bgr = cv2.imread(str(image_path(folders[key], FRONTAL_SERIAL)))
             detected = runner.detect(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
@@ -222,10 +186,11 @@ def test_frontal_landmark_reprojection(tracked: Tracked) -> None:
                 xy, _ = project(landmark_points(model=model, vertices=mesh), camera)
                 out.append(np.median(np.linalg.norm(xy - seen, axis=1)))
     print(
-        f"\nfrontal landmark error, median px: tracked {np.round(ours, 2)}, "
-        f"truth mesh {np.round(truths, 2)} (MediaPipe + embedding floor)"
+        f"\nfrontal landmark error to MediaPipe, median px: tracked {np.round(ours, 2)}, "
+        f"truth mesh {np.round(truths, 2)} (the floor MediaPipe and the embedding leave)"
     )
-    assert np.median(ours) <= 3.0
+    assert np.median(ours) <= np.median(truths) + 0.5
+    assert np.median(ours) <= 4.0
 
 
 def test_corrupted_timestep_is_an_outlier_and_clean_ones_are_kept(tracked: Tracked) -> None:
@@ -386,8 +351,6 @@ def test_voxel_downsample_averages_each_cell() -> None:
 
 
 def test_pack_landmarks_pads_views_with_invalid_entries() -> None:
-    from flame_tracking.observations import TimestepObservation, ViewObservation
-
     def view(serial: str) -> ViewObservation:
         return ViewObservation(
             serial=serial,
@@ -408,8 +371,3 @@ def test_pack_landmarks_pads_views_with_invalid_entries() -> None:
     assert batch.pixels.shape == (2, 2, 2, 2)
     np.testing.assert_array_equal(batch.pixels[0, 0, 0], [6, 7])
     assert batch.valid[0].all() and batch.valid[1, 0].all() and not batch.valid[1, 1].any()
-
-
-def test_stage_config_names_only_known_variables() -> None:
-    stage = StageConfig(name="x", steps=1, variables=("shape", *PER_TIMESTEP))
-    assert set(stage.variables) <= {"shape", "static_offset", *PER_TIMESTEP}

@@ -1,0 +1,100 @@
+"""Per-timestep reconstruction tasks: 16-view frames, then SfM + dense depth + fusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from pipeline import config
+from pipeline.common import SubjectParameter, progress_callback, subject_input, subject_output
+from pipeline.selection import SelectFrames
+from pipeline.subject import InspectSubject
+from tasks import frames, nersemble, reconstruction, report, selection
+
+
+def timestep_dir(subject: str, sequence: str, frame: int) -> Path:
+    """`{subject output}/timesteps/{sequence}_{frame:05d}`: one folder per selected timestep."""
+    return subject_output(subject) / "timesteps" / f"{sequence}_{frame:05d}"
+
+
+class TimestepTask(luigi.Task):
+    """A task about one timestep (sequence, frame) of a subject."""
+
+    subject = SubjectParameter()
+    sequence = luigi.Parameter()
+    frame = luigi.IntParameter()
+
+    @property
+    def folder(self) -> Path:
+        return timestep_dir(self.subject, self.sequence, self.frame)
+
+
+class ExtractFrames(TimestepTask):
+    """The timestep decoded from all 16 cameras, colour-corrected and downsampled."""
+
+    def requires(self) -> InspectSubject:
+        return InspectSubject(subject=self.subject)
+
+    def output(self) -> luigi.LocalTarget:
+        tag = config.settings_tag(config.frames_config())
+        return luigi.LocalTarget(str(self.folder / f"frames-{tag}"))
+
+    def run(self) -> None:
+        frames.extract_frames(
+            subject=nersemble.load_subject(subject_input(self.subject)),
+            sequence=self.sequence,
+            frame=self.frame,
+            output=Path(self.output().path),
+            config=config.frames_config(),
+            progress=progress_callback(self),
+        )
+
+
+class Reconstruct(TimestepTask):
+    """SfM (kept only if 16/16 register), dense depth and fusion; a status record either way."""
+
+    def requires(self) -> ExtractFrames:
+        return ExtractFrames(subject=self.subject, sequence=self.sequence, frame=self.frame)
+
+    def output(self) -> luigi.LocalTarget:
+        tag = config.settings_tag(config.frames_config(), config.reconstruction_config())
+        return luigi.LocalTarget(str(self.folder / f"recon-{tag}"))
+
+    def run(self) -> None:
+        reconstruction.reconstruct_timestep(
+            frames_dir=Path(self.input().path),
+            output=Path(self.output().path),
+            config=config.reconstruction_config(),
+            progress=progress_callback(self),
+        )
+
+
+class ReconstructSubject(luigi.Task):
+    """Every selected timestep reconstructed; a table of which were kept and why not."""
+
+    subject = SubjectParameter()
+
+    def requires(self) -> SelectFrames:
+        return SelectFrames(subject=self.subject)
+
+    def output(self) -> luigi.LocalTarget:
+        tag = config.settings_tag(config.frames_config(), config.reconstruction_config())
+        return luigi.LocalTarget(
+            str(subject_output(self.subject) / f"reconstruction-{tag}.parquet")
+        )
+
+    def run(self):  # noqa: ANN201 - a generator: Luigi runs the yielded tasks first
+        chosen = selection.read_selection(Path(self.input().path)).table
+        tasks = [
+            Reconstruct(subject=self.subject, sequence=r.sequence, frame=int(r.frame))
+            for r in chosen.itertuples()
+        ]
+        targets = yield tasks
+        table = report.reconstruction_table(
+            selected=chosen,
+            records=[reconstruction.read_record(Path(t.path)) for t in targets],
+            folders=[t.path for t in targets],
+        )
+        with self.output().temporary_path() as tmp:
+            table.to_parquet(tmp, compression="zstd", index=False)

@@ -1,0 +1,124 @@
+"""One timestep's reconstruction: SfM, dense depth, fusion, and its status record.
+
+The three steps live in `sfm`, `mvs` and `fusion`; this module chains them for one timestep
+and writes `reconstruction.json`, the record the subject report and later stages read. An
+expected failure (a view that did not register, no depth) is a "dropped" record with its
+reason, not an exception, so the subject's other timesteps go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from tasks import fusion, mvs, sfm
+from tasks.frames import IMAGES_DIR
+
+Progress = Callable[[float, str], None]
+
+RECORD_FILE = "reconstruction.json"
+SFM_DIR = "sfm"
+DENSE_DIR = "dense"
+MAPS_DIR = "maps"
+FUSED_FILE = "fused.ply"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReconstructionConfig:
+    sfm: sfm.SfmConfig = sfm.SfmConfig()
+    """Feature extraction, matching and mapping."""
+    mvs: mvs.MvsConfig = mvs.MvsConfig()
+    """Dense depth backend and its settings."""
+    fusion: fusion.FusionConfig = fusion.FusionConfig()
+    """COLMAP stereo fusion thresholds."""
+
+
+def _stage(progress: Progress | None, start: float, span: float) -> Progress | None:
+    """A progress callback mapping a step's [0, 1] onto [start, start + span] of the whole."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + span * fraction, message)
+
+
+def reconstruct_timestep(
+    *,
+    frames_dir: Path,
+    output: Path,
+    config: ReconstructionConfig = ReconstructionConfig(),
+    progress: Progress | None = None,
+) -> dict:
+    """Reconstruct the timestep whose frames are in `frames_dir` into `output` (atomic)."""
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    record = {"frames": str(frames_dir)}
+    result = sfm.run_sfm(
+        frames_dir=frames_dir,
+        output=tmp / SFM_DIR,
+        config=config.sfm,
+        progress=_stage(progress, 0.0, 0.2),
+    )
+    record["sfm"] = {
+        "status": result.status,
+        "reason": result.reason,
+        "registered": result.registered,
+        "median_residual_mm": result.median_residual_mm,
+        "seconds": dataclasses.asdict(result.timings),
+    }
+    if result.status == "ok":
+        record.update(_dense(frames_dir, tmp, config, progress))
+    else:
+        record.update(status="dropped", reason=f"SfM: {result.reason}")
+    (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))
+    if output.exists():
+        shutil.rmtree(output)
+    os.replace(tmp, output)
+    return record
+
+
+def _dense(frames_dir: Path, tmp: Path, config: ReconstructionConfig, progress) -> dict:
+    """Depth maps and fusion; the record's status, reason and figures."""
+    workspace = fusion.prepare_workspace(
+        images_dir=Path(frames_dir) / IMAGES_DIR,
+        sparse_dir=tmp / SFM_DIR / sfm.SPARSE_DIR,
+        output=tmp / DENSE_DIR,
+    )
+    depth = mvs.run_mvs(
+        workspace=workspace,
+        maps_dir=tmp / MAPS_DIR,
+        config=config.mvs,
+        progress=_stage(progress, 0.2, 0.7),
+    )
+    record = {
+        "mvs": {
+            "status": depth.status,
+            "reason": depth.reason,
+            "backend": depth.backend,
+            "device": depth.device,
+            "seconds": depth.seconds,
+        }
+    }
+    if depth.status == "failed":
+        return record | {"status": "dropped", "reason": f"depth: {depth.reason}"}
+    fused = fusion.fuse_workspace(
+        workspace=workspace, output_ply=tmp / FUSED_FILE, config=config.fusion
+    )
+    record["fusion"] = {
+        "status": fused.status,
+        "reason": fused.reason,
+        "points": fused.num_points,
+        "seconds": fused.seconds,
+    }
+    if fused.status != "ok":
+        return record | {"status": "dropped", "reason": f"fusion: {fused.reason}"}
+    return record | {"status": "ok", "reason": ""}
+
+
+def read_record(directory: Path) -> dict:
+    """The status record of a reconstructed timestep."""
+    return json.loads((Path(directory) / RECORD_FILE).read_text())
