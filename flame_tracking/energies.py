@@ -42,8 +42,7 @@ class EnergyWeights:
     offset: float = 0.01
     """Mean squared static offset (mm squared): keeps offsets from drifting."""
     offset_laplacian: float = 100.0
-    """Mean squared uniform Laplacian of the offsets (mm squared): offsets are smooth
-    surface detail, not per-vertex fits to point noise."""
+    """Mean squared uniform Laplacian of the offsets (mm squared): smooth detail, not noise."""
     neck: float = 1.0
     """Squared norm of the neck rotation (rad): global rotation explains the head first."""
     eyes: float = 0.1

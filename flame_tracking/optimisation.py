@@ -1,4 +1,5 @@
-"""The tracker's optimisation: problem set-up, variables, one stage's Adam loop, residuals.
+"""The tracker's optimisation problem: stage and step-size configs, the tensors the energies
+read, the variables and their start, and FLAME evaluated for them.
 
 FLAME is evaluated only at the vertices the energies read (`subset.py`): the landmark
 triangles in landmark-only stages, the fitted region when points join. Static offsets live
@@ -8,7 +9,6 @@ on the fitted region (the face, or the whole head) and are zero elsewhere.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import fields
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -63,11 +63,9 @@ class StageConfig:
     point_scale: float = 1.0
     """Multiplier of the point robust scale: wide while the identity is still coarse."""
     landmark_weight: float = 1.0
-    """Multiplier of the landmark weight: once dense points fit, landmarks (a few pixels
-    off in a consistent way) only keep the surface from sliding."""
+    """Multiplier of the landmark weight: small once points fit (landmarks only stop sliding)."""
     prior_weight: float = 1.0
-    """Multiplier of the shape and expression priors: strong while only landmarks constrain
-    the face, weak once the points do."""
+    """Multiplier of the shape and expression priors: small once the dense points fit."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -171,7 +169,10 @@ def build_problem(
     }
     fit_ids = subsets["fit"].vertex_ids
     batch = pack_landmarks(timesteps, mediapipe_idx=model.lmk_mediapipe_idx)
-    tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
+
+    def tensor(values: object) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values), dtype=dtype)
+
     lower, upper = np.array(config.jaw_limits).T
     laplacian = E.uniform_laplacian(model.f, model.num_vertices)[:, fit_ids]
     return Problem(
@@ -227,7 +228,12 @@ def initial_variables(problem: Problem, *, config: TrackerConfig) -> dict[str, t
     return {name: value.requires_grad_(True) for name, value in values.items()}
 
 
-def evaluate(problem: Problem, variables: dict[str, torch.Tensor], *, subset: str) -> torch.Tensor:
+def evaluate(
+    problem: Problem,
+    variables: dict[str, torch.Tensor],
+    *,
+    subset: Literal["landmark", "fit", "full"],
+) -> torch.Tensor:
     """(T, n, 3) posed vertices of `subset` ('landmark', 'fit') or all of them ('full')."""
     offsets = variables["static_offset"]
     if subset == "full":
@@ -254,7 +260,10 @@ def select_timesteps(
         problem,
         keys=tuple(problem.keys[i] for i in keep),
         landmarks=LandmarkBatch(
-            **{f.name: getattr(problem.landmarks, f.name)[keep] for f in fields(LandmarkBatch)}
+            **{
+                f.name: getattr(problem.landmarks, f.name)[keep]
+                for f in dataclasses.fields(LandmarkBatch)
+            }
         ),
         projection=problem.projection[rows],
         centres=problem.centres[keep],

@@ -7,7 +7,8 @@ coarse to fine (`TrackerConfig.stages`): head pose from landmarks, every paramet
 landmarks, then the fused points and static offsets. A timestep whose residuals are far above
 the subject's typical ones (median + k MAD) is dropped with its reason and the identity is
 refined without it. Same inputs and config give the same result (no randomness; fixed
-initialisation; Adam on CPU).
+initialisation; Adam on CPU with a fixed thread count). One torch thread is the default: the
+tensors are small, and on a busy 2-core machine two threads ran several times slower.
 
 The pieces: energies in `energies.py`, start poses in `initialisation.py`, the reduced FLAME
 evaluation in `subset.py`, the problem set-up in `optimisation.py`, the stage loop in
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -83,9 +85,8 @@ class TrackerConfig:
     """Energy weights and robust scales."""
     correspondence_every: int = 10
     """Steps between updates of point correspondences and landmark visibility."""
-    point_region: str = "face"
-    """'face': points fit only the model's face region (`face_vertex_ids`; hair, neck and
-    shoulders of a fused cloud are left out); 'head': every vertex."""
+    point_region: Literal["face", "head"] = "face"
+    """Vertices points may fit: the model's `face_vertex_ids` (all if it has none) or all."""
     point_max_distance: float = 0.01
     """Metres: a point further than this from its nearest vertex is not fitted."""
     point_min_normal_cos: float = 0.5
@@ -108,11 +109,10 @@ class TrackerConfig:
     """(lower, upper) radians of the jaw rotation's x (opening), y and z components."""
     eye_limit: float = 0.6
     """Radians each eye rotation component may reach."""
-    dtype: str = "float32"
-    """Torch dtype of the optimisation: 'float32' or 'float64'."""
+    dtype: Literal["float32", "float64"] = "float32"
+    """Torch dtype of the optimisation."""
     threads: int | None = 1
-    """Torch CPU threads while tracking (restored after); None keeps torch's setting. The
-    tensors are small, so one thread is fastest on a shared machine and repeats exactly."""
+    """Torch CPU threads while tracking (restored after; None: torch's setting)."""
 
     def __post_init__(self) -> None:
         if self.point_region not in ("face", "head"):
@@ -228,7 +228,7 @@ def _track(
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     problem = build_problem(model=model, timesteps=usable, config=config, dtype=dtype)
     variables = initial_variables(problem, config=config)
-    log = _run_stages(problem, variables, config=config, report=report)
+    log = _run_stages(problem, variables, config=config, report=report, span=(0.0, 0.85))
     keys = problem.keys
     stats = residuals(problem, variables, config=config)
     outliers = _outlier_reasons(stats[0], stats[1], config=config)
@@ -238,7 +238,7 @@ def _track(
         problem, variables = select_timesteps(problem, variables, keep=keep)
         last = dataclasses.replace(config.stages[-1], name="refine", steps=config.refine_steps)
         refine = dataclasses.replace(config, stages=(last,))
-        log += _run_stages(problem, variables, config=refine, report=report)
+        log += _run_stages(problem, variables, config=refine, report=report, span=(0.9, 1.0))
         for column, values in zip(stats, residuals(problem, variables, config=config), strict=True):
             column[keep] = values
     report(1.0, f"tracked {len(problem.keys)} of {len(observations.timesteps)} timesteps")
@@ -263,16 +263,19 @@ def _run_stages(
     *,
     config: TrackerConfig,
     report: Progress,
+    span: tuple[float, float],
 ) -> list[tuple[str, int, float, float]]:
-    """Run `config.stages` in order; (name, steps, seconds, final energy) of each."""
+    """Run `config.stages` in order, reporting progress within `span`; (name, steps,
+    seconds, final energy) of each."""
     log = []
-    total = sum(s.steps for s in config.stages)
+    total = max(1, sum(s.steps for s in config.stages))
     done = 0
     for stage in config.stages:
         start = time.monotonic()
 
         def step_progress(k: int, stage: StageConfig = stage, done: int = done) -> None:
-            report(0.95 * (done + k) / max(total, 1), f"stage {stage.name}: step {k}/{stage.steps}")
+            fraction = span[0] + (span[1] - span[0]) * (done + k) / total
+            report(fraction, f"stage {stage.name}: step {k}/{stage.steps}")
 
         energy = run_stage(problem, variables, stage=stage, config=config, progress=step_progress)
         log.append((stage.name, stage.steps, time.monotonic() - start, energy))

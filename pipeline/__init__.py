@@ -6,6 +6,7 @@ function in `tasks/`. Settings live in luigi.cfg (`[faceanything]`, `[sample]`, 
 
 from pipeline.build import BuildSubject
 from pipeline.dataset import BuildDataset
+from pipeline.dataset_tasks import Canonicalize, TrackSubject, WriteShards
 from pipeline.reconstruction import ExtractFrames, Reconstruct, ReconstructSubject
 from pipeline.selection import ExtractSignals, SelectFrames
 from pipeline.subject import GenerateSampleSubject, InspectSubject
@@ -13,6 +14,7 @@ from pipeline.subject import GenerateSampleSubject, InspectSubject
 __all__ = [
     "BuildDataset",
     "BuildSubject",
+    "Canonicalize",
     "ExtractFrames",
     "ExtractSignals",
     "GenerateSampleSubject",
@@ -20,4 +22,6 @@ __all__ = [
     "Reconstruct",
     "ReconstructSubject",
     "SelectFrames",
+    "TrackSubject",
+    "WriteShards",
 ]

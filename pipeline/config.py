@@ -13,13 +13,16 @@ from pathlib import Path
 
 import luigi
 
+from tasks.canonical import CanonicalConfig
 from tasks.face_landmarker import FaceLandmarkerConfig
 from tasks.frames import FramesConfig
+from tasks.landmark_embedding import EMBEDDING_FILE
 from tasks.mvs import MvsConfig
 from tasks.reconstruction import ReconstructionConfig
 from tasks.selection import SelectionConfig
 from tasks.sfm import SfmConfig
 from tasks.signals import SignalsConfig
+from tasks.tracking import TrackingConfig
 
 
 class faceanything(luigi.Config):  # noqa: N801 - Luigi names the cfg section after the class
@@ -147,3 +150,21 @@ def reconstruction_config() -> ReconstructionConfig:
         sfm=SfmConfig(mode=cfg.sfm_mode),
         mvs=MvsConfig(backend=cfg.depth_backend, device=cfg.device),
     )
+
+
+def flame_paths() -> tuple[Path | None, Path]:
+    """(FLAME pkl or None for the sample head model, its MediaPipe landmark embedding)."""
+    cfg = faceanything()
+    if cfg.flame_model:
+        if not cfg.flame_landmark_embedding:
+            raise ValueError("flame_model is set: set flame_landmark_embedding too (luigi.cfg)")
+        return Path(cfg.flame_model), Path(cfg.flame_landmark_embedding)
+    return None, Path(sample().root) / EMBEDDING_FILE
+
+
+def tracking_config() -> TrackingConfig:
+    return TrackingConfig()
+
+
+def canonical_config() -> CanonicalConfig:
+    return CanonicalConfig()

@@ -17,7 +17,8 @@ import luigi
 from pipeline import config
 from pipeline.build import BuildSubject
 from pipeline.common import subject_output
-from tasks import nersemble
+from pipeline.dataset_tasks import WriteShards
+from tasks import nersemble, shards
 
 
 def read_manifest(path: Path) -> list[str]:
@@ -30,13 +31,30 @@ def read_manifest(path: Path) -> list[str]:
     return [nersemble.validate_subject_id(str(s)) for s in subjects]
 
 
-class BuildDataset(luigi.WrapperTask):
-    """Every subject of a manifest; a failing subject does not stop the others."""
+class BuildDataset(luigi.Task):
+    """Every subject of a manifest, then the dataset manifest listing their shards.
+
+    A subject whose timesteps were all dropped still ends in a report (saying why) and an
+    empty shard, so it never blocks the others."""
 
     manifest = luigi.PathParameter(description="Manifest JSON with a 'subjects' list")
 
     def requires(self) -> list[BuildSubject]:
         return [BuildSubject(subject=s) for s in read_manifest(self.manifest)]
+
+    def output(self) -> luigi.LocalTarget:
+        name = f"{Path(self.manifest).stem}.json"
+        return luigi.LocalTarget(str(config.output_root() / "shards" / "manifests" / name))
+
+    def run(self) -> None:
+        infos = [
+            shards.shard_info(WriteShards(subject=s).output().path)
+            for s in read_manifest(self.manifest)
+        ]
+        listed = shards.write_manifest(root=config.output_root() / "shards", shards=infos)
+        self.output().makedirs()
+        with self.output().temporary_path() as tmp:
+            Path(tmp).write_text(Path(listed).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,11 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         **scheduler,
     )
     print(result.summary_text)
-    print(f"data root:   {config.data_root().resolve()}")
+    print(f"data root: {config.data_root().resolve()}")
     for subject in subjects:
-        report = subject_output(subject) / "report.json"
-        state = report.read_text() if report.exists() else "not built (see the log above)"
-        print(f"subject {subject}: {report}\n{state}")
+        path = subject_output(subject) / "report.json"
+        if path.exists():
+            print(f"report:    {path}")
+            print("\n".join(f"  {line}" for line in json.loads(path.read_text())["summary"]))
+        else:
+            print(f"subject {subject}: not built (see the log above)")
+    dataset = config.output_root() / "shards"
+    print(f"shards:    {dataset.resolve()}  (check: python -m tasks.shards validate {dataset})")
     return 0 if result.status.name.startswith("SUCCESS") else 1
 
 

@@ -225,27 +225,28 @@ def depth_range(
     return (float(max(low - margin, 0.5 * low)), float(high + margin)), ""
 
 
-def _region(view: WorkspaceView, depths: tuple[float, float], margin: int) -> dict[str, int]:
+def _region(view: WorkspaceView, depths: tuple[float, float], margin: int) -> dict[str, int] | None:
     """Pixel box (x0, y0, x1, y1) around the projections of the view's sparse points within
-    the swept depths, `margin` pixels wider: depth is only sought there."""
+    the swept depths, `margin` pixels wider (depth is only sought there); None when the box
+    is too small to sweep (under 16 pixels a side) or misses the image."""
     cam = view.camera
     uv, z = project(view.points, cam)
     uv = uv[(z >= depths[0]) & (z <= depths[1])]
     x0, y0 = np.floor(uv.min(axis=0)).astype(int) - margin
     x1, y1 = np.ceil(uv.max(axis=0)).astype(int) + margin + 1
-    return {"x0": max(x0, 0), "y0": max(y0, 0), "x1": min(x1, cam.width), "y1": min(y1, cam.height)}
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, cam.width), min(y1, cam.height)
+    return None if x1 - x0 < 16 or y1 - y0 < 16 else {"x0": x0, "y0": y0, "x1": x1, "y1": y1}
 
 
 def _photometric_depth(
-    view: WorkspaceView,
     ref: mvs_torch.ViewImage,
     sources: list[mvs_torch.ViewImage],
     depths: tuple[float, float],
+    region: dict[str, int],
     config: MvsConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depth (H, W) (NaN where textureless, poorly matched, outside the range or the sparse
-    points' region) and its cost (H, W)."""
-    region = _region(view, depths, config.region_margin_px)
+    """Depth (H, W) (NaN where textureless, poorly matched, outside the range or outside
+    `region`) and its cost (H, W)."""
     part = mvs_torch.crop(ref, **region)
     factor, min_var = config.coarse_factor, config.min_texture_std**2
     coarse = mvs_torch.plane_sweep(
@@ -315,6 +316,21 @@ def _filtered(
     )
 
 
+def _plan(
+    view: WorkspaceView, neighbours: tuple[str, ...], config: MvsConfig
+) -> tuple[tuple[float, float] | None, dict[str, int] | None, str]:
+    """Depth range and pixel region of a view, or why it cannot be swept."""
+    depths, reason = depth_range(view, config=config)
+    if depths is None:
+        return None, None, reason
+    if not neighbours:
+        return depths, None, "no source view within the angle range"
+    region = _region(view, depths, config.region_margin_px)
+    if region is None:
+        return depths, None, "the sparse points cover too little of the image"
+    return depths, region, ""
+
+
 def estimate_depth_maps(
     *,
     views: Mapping[str, WorkspaceView],
@@ -322,8 +338,8 @@ def estimate_depth_maps(
     progress: Progress | None = None,
 ) -> tuple[dict[str, DepthMaps], dict[str, ViewResult]]:
     """The torch backend without files: filtered maps of the views that have them, and one
-    result per view (`exr_path` None). A view without a depth range or sources, or whose
-    every pixel is filtered out, is a failed view with the reason."""
+    result per view (`exr_path` None). A view without a depth range, sources or region, or
+    whose every pixel is filtered out, is a failed view with the reason."""
     report = progress or (lambda fraction, message: None)
     device = resolve_device(config.device)
     neighbours = select_neighbours(views, config=config)
@@ -333,13 +349,11 @@ def estimate_depth_maps(
     }
     photometric, ranges, reasons = {}, {}, {}
     for index, (name, view) in enumerate(views.items()):
-        ranges[name], reasons[name] = depth_range(view, config=config)
-        if ranges[name] is not None and not neighbours[name]:
-            reasons[name] = "no source view within the angle range"
-        if not reasons[name]:
+        ranges[name], region, reasons[name] = _plan(view, neighbours[name], config)
+        if region is not None:
             sources = [images[s] for s in neighbours[name]]
             photometric[name] = _photometric_depth(
-                view, images[name], sources, ranges[name], config
+                images[name], sources, ranges[name], region, config
             )
         report(0.85 * (index + 1) / len(views), f"depth of {name}")
     cameras = {n: v.camera for n, v in views.items()}

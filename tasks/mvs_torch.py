@@ -132,7 +132,7 @@ class WindowStats:
 
 
 def window_stats(grey: torch.Tensor, radius: int, min_var: float) -> WindowStats:
-    """Window statistics of a reference image (1, 1, H, W) for `ncc_volume`."""
+    """Window statistics of a reference image (1, 1, H, W) for `sweep_cost`."""
     grey = grey[0]
     mean = box(grey, radius)
     var = (box(grey * grey, radius) - mean * mean).clamp(min=0.0)

@@ -86,7 +86,8 @@ class SfmConfig:
     min_points_per_view: int = 30
     """Calibrated mode: triangulated points a view must see to count as registered."""
     num_threads: int = -1
-    """Threads for extraction and matching (-1: all cores); mapping always runs on one."""
+    """Threads for matching (-1: all cores). Extraction runs on one (several threads number
+    the images in the order they finish) and mapping on one, so a run repeats exactly."""
     seed: int = 0
     """Seed of every random choice (RANSAC, mapper), so a run repeats exactly."""
 
@@ -242,7 +243,7 @@ def _extract(
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = config.camera_model
     extraction = pycolmap.FeatureExtractionOptions()
-    extraction.num_threads = config.num_threads
+    extraction.num_threads = 1
     extraction.sift.max_num_features = config.max_num_features
     extraction.sift.peak_threshold = config.peak_threshold
     extraction.sift.domain_size_pooling = config.domain_size_pooling
@@ -376,25 +377,25 @@ def _assess(
 ) -> SfmResult:
     """Count, align (mapping mode), measure residuals and decide ok or dropped."""
     registered = _registered(model, config)
-    residuals = {}
-    if model is not None and len(registered) >= 3:
-        if config.mode == "mapping":
-            align_to_cameras(model, cameras)
-        residuals = camera_residuals_mm(model, cameras)
+    aligned = model is not None and (
+        config.mode == "calibrated"
+        or (len(registered) >= 3 and align_to_cameras(model, cameras) is not None)
+    )
+    residuals = camera_residuals_mm(model, cameras) if aligned else {}
     median = float(np.median(list(residuals.values()))) if residuals else None
     missing = [s for s in SERIALS if s not in registered]
-    problems = [note] if note else []
-    if missing:
-        problems.insert(0, f"registered {len(registered)}/{len(SERIALS)}")
-        problems.append(f"not registered: {' '.join(missing)}")
-    elif median is not None and median > config.max_median_residual_mm:
+    problems = [f"registered {len(registered)}/{len(SERIALS)}"] if missing else []
+    problems += [note] if note else []
+    problems += [f"not registered: {' '.join(missing)}"] if missing else []
+    if not missing and median is None:
+        problems.append("no similarity transform from the camera centres")
+    elif not missing and median > config.max_median_residual_mm:
         problems.append(
             f"median camera-centre residual {median:.1f} mm > {config.max_median_residual_mm} mm"
         )
-    ok = not missing and not (median is not None and median > config.max_median_residual_mm)
     return SfmResult(
-        status="ok" if ok else "dropped",
-        reason="" if ok else "; ".join(problems),
+        status="dropped" if problems else "ok",
+        reason="; ".join(problems),
         mode=config.mode,
         registered=len(registered),
         expected=len(SERIALS),
@@ -408,8 +409,9 @@ def _assess(
 
 def align_to_cameras(
     model: pycolmap.Reconstruction, cameras: Mapping[str, Camera]
-) -> pycolmap.Sim3d:
-    """Move `model` into the calibrated world (metres) and return that world_from_model.
+) -> pycolmap.Sim3d | None:
+    """Move `model` into the calibrated world (metres) and return that world_from_model, or
+    None (model unchanged) when the registered centres are degenerate (e.g. nearly collinear).
 
     Least-squares similarities (Umeyama, pycolmap's `estimate_sim3d`): first between the
     registered camera centres, which fixes the scale; then between the centres together with
@@ -419,27 +421,23 @@ def align_to_cameras(
     """
     images = [model.image(i) for i in model.reg_image_ids()]
     targets = [cameras[_serial(im.name)] for im in images]
-    world_from_model = _similarity(
-        np.array([im.projection_center() for im in images]), np.array([c.center for c in targets])
+    centres = [im.projection_center() for im in images]
+    world_from_model = pycolmap.estimate_sim3d(
+        np.array(centres), np.array([c.center for c in targets])
     )
+    if world_from_model is None:
+        return None
     model.transform(world_from_model)
     distance = scene_distance(cameras.values())
-    source = [im.projection_center() + distance * im.viewing_direction() for im in images]
-    target = [c.center + distance * c.world_2_cam[2, :3] for c in targets]
-    refined = _similarity(
-        np.array([im.projection_center() for im in images] + source),
-        np.array([c.center for c in targets] + target),
-    )
+    source = [im.projection_center() for im in images]
+    source += [im.projection_center() + distance * im.viewing_direction() for im in images]
+    target = [c.center for c in targets]
+    target += [c.center + distance * c.world_2_cam[2, :3] for c in targets]
+    refined = pycolmap.estimate_sim3d(np.array(source), np.array(target))
+    if refined is None:
+        return world_from_model
     model.transform(refined)
     return refined * world_from_model
-
-
-def _similarity(source: np.ndarray, target: np.ndarray) -> pycolmap.Sim3d:
-    """target_from_source for (N, 3) point pairs; ValueError when degenerate."""
-    result = pycolmap.estimate_sim3d(source, target)
-    if result is None:
-        raise ValueError(f"no similarity transform from {len(source)} point pairs")
-    return result
 
 
 def scene_distance(cameras: Iterable[Camera]) -> float:

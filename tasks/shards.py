@@ -490,3 +490,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def shard_info(path: str | os.PathLike) -> ShardInfo:
+    """The manifest entry of a written shard."""
+    path = Path(path)
+    return ShardInfo(
+        path=path, samples=len(read_index(path)), index_sha256=sha256(path / INDEX_FILE)
+    )

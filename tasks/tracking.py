@@ -75,8 +75,7 @@ class TrackingConfig:
     voxel_size: float = 0.002
     """Fused points are averaged per voxel of this size (metres) before tracking."""
     canonical_shape: Literal["template", "tracked"] = "template"
-    """The canonical mesh: the template, or the subject's shape and static offsets (zero
-    expression and pose either way)."""
+    """Canonical mesh identity: the template's, or the subject's shape and static offsets."""
     overlay_serials: tuple[str, ...] = ("222200036", FRONTAL_SERIAL, "222200043")
     """Cameras of the overlay picture's columns (yaw -30, frontal, +30 in NeRSemble)."""
     overlay_timesteps: int = 4

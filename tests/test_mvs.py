@@ -208,14 +208,15 @@ def test_every_view_gets_depth(scene: Scene) -> None:
     assert scene.result.status == "ok", scene.result.reason
     assert scene.result.backend == "torch"
     for view in scene.result.views:
-        assert len(view.neighbours) == CONFIG.num_neighbours
+        central = view.name in {image_name(s) for s in CHECKED}
+        assert len(view.neighbours) == CONFIG.num_neighbours if central else view.neighbours
         near, far = view.depth_range
         assert 0.8 < near < far < 1.2  # the rig is about 1 m from the head
 
 
 @pytest.mark.parametrize("serial", CHECKED)
 def test_depth_is_accurate_on_the_face(scene: Scene, serial: str) -> None:
-    # Measured (8 views, 1 thread): median 0.11-0.2 mm, 90-95% of face pixels within 5 mm.
+    # Measured: median 0.17-0.22 mm, 91-98% of face pixels within 5 mm.
     errors = _face_errors(_exr(scene.result, serial), scene.truth[serial])
     _assert_depth_accuracy(errors, serial)
 
@@ -252,7 +253,7 @@ def test_fused_cloud_lies_on_the_head(scene: Scene) -> None:
     assert len(cloud.points) == scene.fusion.num_points > 5000
     chosen = np.random.default_rng(0).choice(len(cloud.points), 4000, replace=False)
     closest, distance, triangle = trimesh.proximity.closest_point(scene.mesh, cloud.points[chosen])
-    assert np.median(distance) <= 1e-3, f"median {np.median(distance) * 1e3:.2f} mm"  # ~0.15
+    assert np.median(distance) <= 1e-3, f"median {np.median(distance) * 1e3:.2f} mm"  # ~0.18
     facing = np.sum(cloud.normals[chosen] * scene.mesh.face_normals[triangle], axis=-1)
     assert np.median(facing) > 0.95
 

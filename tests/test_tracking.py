@@ -280,6 +280,43 @@ def test_a_model_without_landmark_embedding_is_refused(sample_model) -> None:
         track(model=sample_model, observations=observations, config=TrackerConfig())
 
 
+def test_nothing_usable_keeps_only_the_reasons(tracked: Tracked) -> None:
+    empty = np.zeros((0, 3))
+    faceless = TimestepObservation(sequence="A", frame=0, views=(), points=empty, normals=empty)
+    observations = SubjectObservations(subject="900", timesteps=(faceless,))
+    result = track(model=tracked.world.model, observations=observations, config=TrackerConfig())
+    assert result.params == {} and result.stage_log == ()
+    assert [r.reason for r in result.reports] == ["no face landmarks in any view"]
+    assert not result.shape.any() and not result.static_offset.any()
+
+
+@pytest.mark.slow
+def test_tracking_ten_timesteps_on_the_whole_head(tmp_path: Path) -> None:
+    """More timesteps, points on the whole head: tighter accuracy than the fast test."""
+    config = SampleSubjectConfig(subject="900", frames_per_sequence=5, texture_size=512)
+    world = build_world(config=config, root=tmp_path)
+    inputs = write_sample_inputs(world, tmp_path / "frames", config=CloudConfig(), seed=3)
+    observations = tracking.gather_observations(
+        subject="900", timesteps=inputs, config=tracking.TrackingConfig()
+    )
+    result = track(
+        model=world.model, observations=observations, config=TrackerConfig(point_region="head")
+    )
+    assert all(r.kept for r in result.reports), result.reports
+    keys = tuple(result.params)
+    errors = []
+    for key, vertices in zip(keys, posed_vertices(world.model, result, keys), strict=True):
+        sequence, frame = key.rsplit("/", 1)
+        errors.append(_face_distance(world.model, vertices, _truth(world, sequence, int(frame))))
+    truth_shape = world.params[config.sequences[0]]["shape"][0]
+    truth = neutral_vertices(world.model, shape=truth_shape, static_offset=None)
+    ours = neutral_vertices(world.model, shape=result.shape, static_offset=result.static_offset)
+    shape_mm = _face_distance(world.model, ours, truth)
+    print(f"\nface-region error (mm) {np.round(errors, 3)}; neutral shape {shape_mm:.3f} mm")
+    assert np.median(errors) <= 1.0 and max(errors) <= 1.5
+    assert shape_mm <= 1.0
+
+
 # ---------------------------------------------------------------- the pieces, on synthetic data
 
 
