@@ -28,7 +28,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 dataset: $(STAMP)
-	$(PY) -m pipeline.dataset --manifest manifests/sample.json
+	$(PY) -m pipeline --manifest manifests/sample.json
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -1,22 +1,14 @@
-"""Build every subject of a manifest: `python -m pipeline.dataset --manifest FILE`.
-
-This is what `make dataset` runs. It uses Luigi's local scheduler unless `--scheduler-host`
-points at a running `luigid`, so several processes (or machines sharing the output root)
-can split the work.
-"""
+"""The dataset over a manifest of subjects."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import luigi
 
 from pipeline import config
 from pipeline.build import BuildSubject
-from pipeline.common import subject_output
 from pipeline.dataset_tasks import WriteShards
 from tasks import nersemble, shards
 
@@ -55,40 +47,3 @@ class BuildDataset(luigi.Task):
         self.output().makedirs()
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(Path(listed).read_text())
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--scheduler-host", default=None, help="luigid host (default: local)")
-    parser.add_argument("--scheduler-port", type=int, default=8082)
-    args = parser.parse_args(argv)
-    subjects = read_manifest(args.manifest)
-    scheduler = (
-        {"scheduler_host": args.scheduler_host, "scheduler_port": args.scheduler_port}
-        if args.scheduler_host
-        else {"local_scheduler": True}
-    )
-    result = luigi.build(
-        [BuildDataset(manifest=args.manifest)],
-        workers=args.workers,
-        detailed_summary=True,
-        **scheduler,
-    )
-    print(result.summary_text)
-    print(f"data root: {config.data_root().resolve()}")
-    for subject in subjects:
-        path = subject_output(subject) / "report.json"
-        if path.exists():
-            print(f"report:    {path}")
-            print("\n".join(f"  {line}" for line in json.loads(path.read_text())["summary"]))
-        else:
-            print(f"subject {subject}: not built (see the log above)")
-    dataset = config.output_root() / "shards"
-    print(f"shards:    {dataset.resolve()}  (check: python -m tasks.shards validate {dataset})")
-    return 0 if result.status.name.startswith("SUCCESS") else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
