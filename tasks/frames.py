@@ -8,7 +8,7 @@ Output folder (written to a temporary sibling, then renamed into place):
 
 A missing video, a frame that does not decode or a blank view (a dead camera: near-constant
 image) is an expected failure: the timestep comes back "dropped" with the reason, and the
-views that did decode are still written so the failure can be looked at.
+usable views are still written so the failure can be looked at.
 """
 
 from __future__ import annotations
@@ -111,16 +111,11 @@ def extract_frames(
     """
     output = Path(output)
     tmp = fresh_sibling(output)
-    (tmp / IMAGES_DIR).mkdir()
-    views, cameras = [], {}
-    for k, serial in enumerate(SERIALS):
-        state, reason, image = _read_view(subject, sequence, frame, serial, config)
-        cameras[serial] = subject.camera(serial, downsample=config.downsample)
-        if image is not None:
-            _write_png(image_path(tmp, serial), image)
-        views.append(ViewStatus(serial=serial, state=state, reason=reason))
-        if progress is not None:
-            progress((k + 1) / len(SERIALS), f"{sequence} frame {frame}: camera {serial}")
+    try:
+        views = _write_views(subject, sequence, frame, tmp, config, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     bad = [v for v in views if v.state != "ok"]
     result = TimestepFrames(
         sequence=sequence,
@@ -130,16 +125,38 @@ def extract_frames(
         views=tuple(views),
         directory=output,
     )
-    write_cameras_json(tmp / CAMERAS_FILE, cameras)
     _write_json(tmp / SUMMARY_FILE, _summary_dict(result, config))
     replace_dir(tmp, output)
     return result
 
 
+def _write_views(
+    subject: Subject,
+    sequence: str,
+    frame: int,
+    tmp: Path,
+    config: FramesConfig,
+    progress: Progress | None,
+) -> list[ViewStatus]:
+    """The usable views as PNGs and all 16 working-size cameras into `tmp`; each view's state."""
+    (tmp / IMAGES_DIR).mkdir()
+    views = []
+    for k, serial in enumerate(SERIALS):
+        state, reason, image = _read_view(subject, sequence, frame, serial, config)
+        if state == "ok":
+            _write_png(image_path(tmp, serial), image)
+        views.append(ViewStatus(serial=serial, state=state, reason=reason))
+        if progress is not None:
+            progress((k + 1) / len(SERIALS), f"{sequence} frame {frame}: camera {serial}")
+    cameras = {s: subject.camera(s, downsample=config.downsample) for s in SERIALS}
+    write_cameras_json(tmp / CAMERAS_FILE, cameras)
+    return views
+
+
 def _read_view(
     subject: Subject, sequence: str, frame: int, serial: str, config: FramesConfig
 ) -> tuple[ViewState, str, np.ndarray | None]:
-    """(state, reason, image): image is None when nothing decoded; a blank one is kept."""
+    """(state, reason, image); the image is None unless the state is "ok"."""
     try:
         frames = read_frames(
             subject,
@@ -158,7 +175,7 @@ def _read_view(
     image = frames.images[frame]
     std = float(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).std())
     if std <= config.blank_max_std:
-        return "blank", f"near-constant image (grey std {std:.2f} <= {config.blank_max_std})", image
+        return "blank", f"near-constant image (grey std {std:.2f} <= {config.blank_max_std})", None
     return "ok", "", image
 
 

@@ -28,6 +28,7 @@ import dataclasses
 import os
 import shutil
 import time
+import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -37,6 +38,7 @@ import numpy as np
 import pycolmap
 
 from tasks.cameras import Camera
+from tasks.colmap_cameras import serial_of
 
 MapKind = Literal["photometric", "geometric"]
 FusionStatus = Literal["ok", "empty"]
@@ -144,7 +146,7 @@ def load_views(workspace: DenseWorkspace) -> dict[str, WorkspaceView]:
         world_2_cam = np.eye(4)
         world_2_cam[:3] = image.cam_from_world().matrix()
         camera = Camera(
-            serial=image.name.removeprefix("cam_").rsplit(".", 1)[0],
+            serial=serial_of(image.name),
             K=np.asarray(image.camera.calibration_matrix(), dtype=np.float64),
             world_2_cam=world_2_cam,
             width=image.camera.width,

@@ -1,17 +1,15 @@
-"""Dense depth and normals for every view of one timestep (paper 3.3), written both as EXR maps
-and as COLMAP depth/normal maps in the dense workspace, so that COLMAP's fusion runs after it.
+"""Dense depth and normals for every view of one timestep (paper 3.3): EXR maps, plus COLMAP
+depth/normal maps in the dense workspace so that COLMAP's fusion runs after it.
 
-Two backends. "torch" is our own multi-view stereo (CPU or GPU): per reference view a
-fronto-parallel plane sweep at reduced resolution, then sweeps at full resolution around that
-surface (each pixel's window follows the current depth map, so slanted skin is matched
-without fronto-parallel distortion), windowed NCC over the best neighbours, winner-take-all
-with a parabola fit between hypotheses; then a geometric consistency check against every other
-view's depth. "colmap" is COLMAP's PatchMatch (needs pycolmap built with CUDA).
+Backends: "torch", our multi-view stereo (CPU or GPU): per view a fronto-parallel plane sweep
+at reduced resolution, then full-resolution sweeps around that surface (every window follows
+its slant), windowed NCC averaged over the best source views, winner-take-all with a parabola
+between hypotheses, then a geometric consistency check against every other view. "colmap":
+COLMAP's PatchMatch (needs pycolmap built with CUDA).
 
-EXR per view (`{maps_dir}/{image stem}.exr`): `depth` camera z in metres (NaN invalid),
-`normal` unit WORLD-frame normal facing the camera (NaN invalid, like the ground truth maps),
-`confidence` in [0, 1] (0 invalid). COLMAP's maps hold the same depth (0 invalid) and the
-normal in the CAMERA frame (see `tasks.fusion`).
+EXR per view (`{maps_dir}/{image stem}.exr`): `depth` camera z in metres, `normal` unit WORLD
+normal facing the camera (both NaN where invalid, like the truth maps), `confidence` in [0, 1]
+(0 invalid). COLMAP's maps hold the same depth (0 invalid) and CAMERA-frame normals.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
@@ -72,15 +71,16 @@ class MvsConfig:
     """A percentile range narrower than this is degenerate: a recorded failure."""
     coarse_factor: int = 2
     """The plane sweep runs on images shrunk by this factor."""
-    num_planes: int = 96
-    """Fronto-parallel planes, uniform in inverse depth over the range, at coarse scale."""
+    plane_step_px: float = 0.5
+    """Coarse sweep: planes this many coarse pixels of disparity apart (widest baseline)."""
+    num_planes: int = 192
+    """Coarse sweep: at most this many planes (a deep range gets coarser steps)."""
     coarse_window_radius: int = 2
-    """NCC window radius (pixels) of the coarse sweep."""
+    """NCC window radius in coarse pixels (2 suits 275x401 images; 3 measured best at 550x802)."""
     window_radius: int = 2
-    """NCC window radius (pixels) at full resolution."""
+    """NCC window radius in full-resolution pixels (2 at 275x401; 3 measured best at 550x802)."""
     refine_steps_px: tuple[float, ...] = (1.0, 0.35)
-    """Full-resolution passes around the current surface: hypothesis spacing of each pass, as
-    the disparity step in pixels of the widest-baseline source view."""
+    """Full-resolution passes: hypothesis spacing of each, as disparity in the widest baseline."""
     refine_hypotheses: int = 3
     """Hypotheses on each side of the current depth in a refinement pass."""
     best_k: int = 3
@@ -127,11 +127,11 @@ class ViewResult:
     """Why it failed ('' when ok)."""
     neighbours: tuple[str, ...]
     """Source views used, best first."""
-    depth_range: tuple[float, float] | None
+    depth_range: tuple[float, float] | None = None
     """Swept depth range in metres (None when there is none)."""
-    valid_fraction: float
+    valid_fraction: float = 0.0
     """Fraction of pixels with a valid depth after filtering."""
-    exr_path: Path | None
+    exr_path: Path | None = None
     """The EXR maps (None when failed)."""
 
 
@@ -253,7 +253,8 @@ def _photometric_depth(
         mvs_torch.shrink(part, factor),
         [mvs_torch.shrink(s, factor) for s in sources],
         depths=depths,
-        num_planes=config.num_planes,
+        step_px=config.plane_step_px,
+        max_planes=config.num_planes,
         radius=config.coarse_window_radius,
         best_k=config.best_k,
         min_var=min_var,
@@ -365,19 +366,17 @@ def estimate_depth_maps(
         else:
             reasons[name] = "every pixel failed the photometric or consistency filters"
     report(1.0, f"{len(maps)}/{len(views)} views have depth")
-    results = {
-        name: ViewResult(
-            name=name,
-            state="ok" if name in maps else "failed",
-            reason=reasons[name],
-            neighbours=neighbours[name],
-            depth_range=ranges[name],
-            valid_fraction=float(np.isfinite(maps[name].depth).mean()) if name in maps else 0.0,
-            exr_path=None,
+    return maps, {
+        n: ViewResult(
+            name=n,
+            state="ok" if n in maps else "failed",
+            reason=reasons[n],
+            neighbours=neighbours[n],
+            depth_range=ranges[n],
+            valid_fraction=float(np.isfinite(maps[n].depth).mean()) if n in maps else 0.0,
         )
-        for name in views
+        for n in views
     }
-    return maps, results
 
 
 def run_mvs(
@@ -424,11 +423,8 @@ def run_mvs(
 @contextlib.contextmanager
 def _torch_threads(count: int | None) -> Iterator[None]:
     """Torch's CPU thread count set to `count` for the block (None: left alone)."""
-    if count is None:
-        yield
-        return
     before = torch.get_num_threads()
-    torch.set_num_threads(count)
+    torch.set_num_threads(count or before)
     try:
         yield
     finally:
@@ -459,7 +455,12 @@ def _run_colmap(
     Without CUDA every view fails with `COLMAP_NEEDS_CUDA`."""
     neighbours = select_neighbours(views, config=config)
     if not pycolmap.has_cuda:
-        return {n: _failed(n, COLMAP_NEEDS_CUDA, neighbours[n]) for n in views}
+        return {
+            n: ViewResult(
+                name=n, state="failed", reason=COLMAP_NEEDS_CUDA, neighbours=neighbours[n]
+            )
+            for n in views
+        }
     lines = []
     for name in views:
         lines += [name, ", ".join(neighbours[name]) or "__auto__, 20"]
@@ -471,42 +472,30 @@ def _run_colmap(
         filter_min_num_consistent=config.min_consistent_views,
     )
     pycolmap.patch_match_stereo(workspace.root, options=options)
-    results = {}
-    for name, view in views.items():
-        path = workspace.depth_map_path(name)
-        if not path.is_file():
-            results[name] = _failed(
-                name, "PatchMatch wrote no geometric depth map", neighbours[name]
-            )
-            continue
-        depth = read_colmap_map(path)
-        valid = depth > 0
-        maps = DepthMaps(
-            depth=np.where(valid, depth, np.nan).astype(np.float32),
-            normal=np.where(
-                valid[..., None], read_colmap_map(workspace.normal_map_path(name)), np.nan
-            ).astype(np.float32),
-            confidence=valid.astype(np.float32),
-        )
-        results[name] = ViewResult(
-            name=name,
-            state="ok" if valid.any() else "failed",
-            reason="" if valid.any() else "PatchMatch kept no pixel",
-            neighbours=neighbours[name],
-            depth_range=None,
-            valid_fraction=float(valid.mean()),
-            exr_path=_write_view_exr(maps_dir, name, maps, view.camera),
-        )
-    return results
+    return {n: _colmap_view(workspace, v, neighbours[n], maps_dir) for n, v in views.items()}
 
 
-def _failed(name: str, reason: str, neighbours: tuple[str, ...]) -> ViewResult:
+def _colmap_view(
+    workspace: DenseWorkspace, view: WorkspaceView, neighbours: tuple[str, ...], maps_dir: Path
+) -> ViewResult:
+    """One view's PatchMatch result, copied to EXR when it has valid pixels."""
+    path = workspace.depth_map_path(view.name)
+    depth = read_colmap_map(path) if path.is_file() else np.zeros((1, 1), np.float32)
+    valid = depth > 0
+    if not valid.any():
+        reason = "PatchMatch kept no pixel" if path.is_file() else "PatchMatch wrote no map"
+        return ViewResult(name=view.name, state="failed", reason=reason, neighbours=neighbours)
+    normal = read_colmap_map(workspace.normal_map_path(view.name))
+    maps = DepthMaps(
+        depth=np.where(valid, depth, np.nan).astype(np.float32),
+        normal=np.where(valid[..., None], normal, np.nan).astype(np.float32),
+        confidence=valid.astype(np.float32),
+    )
     return ViewResult(
-        name=name,
-        state="failed",
-        reason=reason,
+        name=view.name,
+        state="ok",
+        reason="",
         neighbours=neighbours,
-        depth_range=None,
-        valid_fraction=0.0,
-        exr_path=None,
+        valid_fraction=float(valid.mean()),
+        exr_path=_write_view_exr(maps_dir, view.name, maps, view.camera),
     )

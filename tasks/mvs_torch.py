@@ -242,17 +242,21 @@ def plane_sweep(
     sources: list[ViewImage],
     *,
     depths: tuple[float, float],
-    num_planes: int,
+    step_px: float,
+    max_planes: int,
     radius: int,
     best_k: int,
     min_var: float,
     chunk: int,
 ) -> torch.Tensor:
-    """(H, W) inverse depth of the best of `num_planes` fronto-parallel planes, uniform in
-    inverse depth over `depths` (near, far metres), refined between planes by a parabola."""
+    """(H, W) inverse depth of the best fronto-parallel plane, refined between planes by a
+    parabola. Planes are uniform in inverse depth over `depths` (near, far metres), `step_px`
+    of disparity apart in the widest-baseline source, at most `max_planes` of them."""
     inv_far, inv_near = 1.0 / depths[1], 1.0 / depths[0]
-    step = (inv_near - inv_far) / (num_planes - 1)
-    inverse = inv_far + step * torch.arange(num_planes, device=ref.grey.device)
+    disparity = ref.camera.K[0, 0] * _widest_baseline(ref, sources) * (inv_near - inv_far)
+    count = int(np.clip(np.ceil(disparity / step_px) + 1, 3, max_planes))
+    step = (inv_near - inv_far) / (count - 1)
+    inverse = inv_far + step * torch.arange(count, device=ref.grey.device)
     cost = sweep_cost(
         window_stats(ref.grey, radius, min_var),
         _sources(ref, sources),
@@ -263,6 +267,11 @@ def plane_sweep(
     )
     position, _ = winner(cost)
     return inv_far + step * position
+
+
+def _widest_baseline(ref: ViewImage, sources: list[ViewImage]) -> float:
+    """Metres between the reference camera and the farthest source camera."""
+    return max(float(np.linalg.norm(s.camera.center - ref.camera.center)) for s in sources)
 
 
 def refine(
@@ -285,7 +294,7 @@ def refine(
         raise ValueError("refine needs at least one step")
     stats = window_stats(ref.grey, radius, min_var)
     prepared = _sources(ref, sources)
-    baseline = max(np.linalg.norm(s.camera.center - ref.camera.center) for s in sources)
+    baseline = _widest_baseline(ref, sources)
     offsets = torch.arange(-hypotheses, hypotheses + 1, device=inverse.device)
     for step_px in steps_px:
         step = step_px / (ref.camera.K[0, 0] * baseline)

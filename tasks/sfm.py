@@ -9,17 +9,13 @@ temporary sibling, then renamed into place):
     sfm.json        summary (`read_sfm_summary`): status, reason, residuals, counts, timings
 
 Two modes. "mapping" runs COLMAP's incremental mapper with the calibrated intrinsics held
-fixed, then aligns the model to the calibration by a similarity transform (camera centres
-and viewing directions); the per-camera centre residuals measure how well the images agree
-with the calibration. "calibrated" skips the mapper: it triangulates the matches with the calibrated
-poses (a view counts as registered when it sees enough of the points).
+fixed, then aligns the model to the calibration by a similarity transform (camera centres and
+viewing directions); the per-camera centre residuals measure how well the images agree with
+the calibration. "calibrated" skips the mapper and triangulates the matches with the
+calibrated poses (a view counts as registered when it sees enough of the points).
 
-COLMAP puts the centre of the top-left pixel at (0.5, 0.5), OpenCV at (0, 0): principal
-points move by half a pixel between the two.
-
-pycolmap 4.2.1 imported before anything has loaded zlib (numpy, cv2, Python's zlib) breaks
-deflate for the whole process: the next PNG write or zlib.compress aborts with "free():
-invalid pointer". Importing zlib first, as this module does, avoids it.
+Intrinsics and the alignment live in `tasks.colmap_cameras` (COLMAP's pixel convention, and
+why zlib is imported before pycolmap).
 """
 
 from __future__ import annotations
@@ -28,8 +24,8 @@ import dataclasses
 import json
 import shutil
 import time
-import zlib  # noqa: F401  zlib must load before pycolmap: see the module docstring
-from collections.abc import Callable, Iterable, Mapping
+import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +33,13 @@ import numpy as np
 import pycolmap
 
 from tasks.cameras import SERIALS, Camera
+from tasks.colmap_cameras import (
+    CameraModel,
+    align_to_cameras,
+    camera_residuals_mm,
+    colmap_camera,
+    serial_of,
+)
 from tasks.frames import (
     CAMERAS_FILE,
     IMAGES_DIR,
@@ -52,7 +55,6 @@ Progress = Callable[[float, str], None]
 
 Status = Literal["ok", "dropped"]
 SfmMode = Literal["mapping", "calibrated"]
-CameraModel = Literal["PINHOLE", "OPENCV"]
 
 DATABASE_FILE = "database.db"
 SPARSE_DIR = "sparse"
@@ -65,7 +67,7 @@ class SfmError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SfmConfig:
-    """How one timestep is reconstructed; every field can change the result."""
+    """How one timestep is reconstructed (all but `num_threads` can change the result)."""
 
     mode: SfmMode = "mapping"
     """"mapping": estimate poses, then align; "calibrated": triangulate with the known poses."""
@@ -77,8 +79,6 @@ class SfmConfig:
     """SIFT features kept per image at most."""
     peak_threshold: float = 0.002
     """SIFT detection threshold; below COLMAP's 0.0067 to find enough points on skin."""
-    domain_size_pooling: bool = False
-    """SIFT descriptors pooled over scales (slower, more robust across wide baselines)."""
     min_num_inliers: int = 15
     """Inlier matches an image pair needs to count as verified."""
     max_median_residual_mm: float = 10.0
@@ -135,22 +135,6 @@ class SfmResult:
         return self.directory / SPARSE_DIR
 
 
-def colmap_camera(camera: Camera, *, model: CameraModel, camera_id: int) -> pycolmap.Camera:
-    """A pycolmap camera with the intrinsics of `camera` (OpenCV K -> COLMAP's pixel origin)."""
-    K = camera.K
-    params = [K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5]
-    if model == "OPENCV":
-        params += [0.0, 0.0, 0.0, 0.0]
-    return pycolmap.Camera(
-        camera_id=camera_id,
-        model=model,
-        width=camera.width,
-        height=camera.height,
-        params=params,
-        has_prior_focal_length=True,
-    )
-
-
 def run_sfm(
     *,
     frames_dir: Path,
@@ -175,17 +159,12 @@ def run_sfm(
     except (RuntimeError, ValueError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SfmError(f"SfM of {frames_dir} into {output} failed: {e}") from e
-    result = dataclasses.replace(result, reason=_with_frames_reason(result, frames.reason))
+    if result.status == "dropped" and frames.reason:
+        result = dataclasses.replace(result, reason=f"{result.reason}; frames: {frames.reason}")
     _write_summary(tmp / SUMMARY_FILE, result, config)
     replace_dir(tmp, output)
     report(1.0, f"{result.status}: {result.reason or 'all views registered'}")
     return dataclasses.replace(result, directory=output)
-
-
-def _with_frames_reason(result: SfmResult, frames_reason: str) -> str:
-    if result.status == "ok" or not frames_reason:
-        return result.reason
-    return f"{result.reason}; frames: {frames_reason}"
 
 
 def _reconstruct(
@@ -217,10 +196,9 @@ def _reconstruct(
     if result.status == "ok":
         (tmp / SPARSE_DIR).mkdir()
         model.write_binary(tmp / SPARSE_DIR)
+    end = time.monotonic()
     timings = SfmTimings(
-        extraction=extracted - start,
-        matching=matched - extracted,
-        mapping=time.monotonic() - matched,
+        extraction=extracted - start, matching=matched - extracted, mapping=end - matched
     )
     return dataclasses.replace(result, timings=timings)
 
@@ -246,7 +224,6 @@ def _extract(
     extraction.num_threads = 1
     extraction.sift.max_num_features = config.max_num_features
     extraction.sift.peak_threshold = config.peak_threshold
-    extraction.sift.domain_size_pooling = config.domain_size_pooling
     pycolmap.extract_features(
         database,
         images,
@@ -258,7 +235,7 @@ def _extract(
     )
     with pycolmap.Database.open(database) as db:
         for image in db.read_all_images():
-            camera = cameras[_serial(image.name)]
+            camera = cameras[serial_of(image.name)]
             db.update_camera(
                 colmap_camera(camera, model=config.camera_model, camera_id=image.camera_id)
             )
@@ -276,11 +253,6 @@ def _match(database: Path, config: SfmConfig) -> None:
         verification_options=verification,
         device=pycolmap.Device.cpu,
     )
-
-
-def _serial(name: str) -> str:
-    """The serial in an image name `cam_{serial}.png`."""
-    return name.removeprefix("cam_").rsplit(".", 1)[0]
 
 
 def _pipeline_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOptions:
@@ -301,11 +273,6 @@ def _pipeline_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOptions:
     return options
 
 
-def _verified_pairs(database: Path) -> int:
-    with pycolmap.Database.open(database) as db:
-        return db.num_verified_image_pairs()
-
-
 # ---------------------------------------------------------------- mapping / triangulation
 
 
@@ -320,7 +287,8 @@ def _map(
     )
     shutil.rmtree(models_dir)
     if not models:
-        pairs = _verified_pairs(database)
+        with pycolmap.Database.open(database) as db:
+            pairs = db.num_verified_image_pairs()
         return None, f"no initial pair: too few matches ({pairs} verified image pairs)"
     largest = max(models.values(), key=lambda m: m.num_reg_images())
     if len(models) > 1:
@@ -342,7 +310,7 @@ def _triangulate(
         for camera in db.read_all_cameras():
             known.add_camera_with_trivial_rig(camera)
         for image in db.read_all_images():
-            pose = pycolmap.Rigid3d(cameras[_serial(image.name)].world_2_cam[:3, :4])
+            pose = pycolmap.Rigid3d(cameras[serial_of(image.name)].world_2_cam[:3, :4])
             empty = pycolmap.Image(
                 name=image.name, camera_id=image.camera_id, image_id=image.image_id
             )
@@ -356,7 +324,7 @@ def _triangulate(
     return model, ""
 
 
-# ---------------------------------------------------------------- assessment and alignment
+# ---------------------------------------------------------------- assessment
 
 
 def _registered(model: pycolmap.Reconstruction | None, config: SfmConfig) -> list[str]:
@@ -366,7 +334,7 @@ def _registered(model: pycolmap.Reconstruction | None, config: SfmConfig) -> lis
     images = (model.image(i) for i in model.reg_image_ids())
     if config.mode == "calibrated":
         images = (im for im in images if im.num_points3D >= config.min_points_per_view)
-    return sorted(_serial(im.name) for im in images)
+    return sorted(serial_of(im.name) for im in images)
 
 
 def _assess(
@@ -405,65 +373,6 @@ def _assess(
         timings=SfmTimings(extraction=0.0, matching=0.0, mapping=0.0),
         directory=Path(),
     )
-
-
-def align_to_cameras(
-    model: pycolmap.Reconstruction, cameras: Mapping[str, Camera]
-) -> pycolmap.Sim3d | None:
-    """Move `model` into the calibrated world (metres) and return that world_from_model, or
-    None (model unchanged) when the registered centres are degenerate (e.g. nearly collinear).
-
-    Least-squares similarities (Umeyama, pycolmap's `estimate_sim3d`): first between the
-    registered camera centres, which fixes the scale; then between the centres together with
-    one point per camera on its optical axis at the distance of the scene, so viewing
-    directions count as well. Centres alone leave the model free to tilt about the head (on
-    an arc of cameras a tilt moves the centres little): 0.5 degrees on the sample.
-    """
-    images = [model.image(i) for i in model.reg_image_ids()]
-    targets = [cameras[_serial(im.name)] for im in images]
-    centres = [im.projection_center() for im in images]
-    world_from_model = pycolmap.estimate_sim3d(
-        np.array(centres), np.array([c.center for c in targets])
-    )
-    if world_from_model is None:
-        return None
-    model.transform(world_from_model)
-    distance = scene_distance(cameras.values())
-    source = [im.projection_center() for im in images]
-    source += [im.projection_center() + distance * im.viewing_direction() for im in images]
-    target = [c.center for c in targets]
-    target += [c.center + distance * c.world_2_cam[2, :3] for c in targets]
-    refined = pycolmap.estimate_sim3d(np.array(source), np.array(target))
-    if refined is None:
-        return world_from_model
-    model.transform(refined)
-    return refined * world_from_model
-
-
-def scene_distance(cameras: Iterable[Camera]) -> float:
-    """Median distance (metres) from the cameras to the point nearest all their optical axes
-    (the head in a rig that looks at it)."""
-    cameras = list(cameras)
-    centres = np.array([c.center for c in cameras])
-    axes = np.array([c.world_2_cam[2, :3] for c in cameras])
-    across = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # (N, 3, 3) projectors
-    point = np.linalg.lstsq(across.sum(0), np.einsum("nij,nj->i", across, centres), rcond=None)[0]
-    return float(np.median(np.linalg.norm(centres - point, axis=1)))
-
-
-def camera_residuals_mm(
-    model: pycolmap.Reconstruction, cameras: Mapping[str, Camera]
-) -> dict[str, float]:
-    """Serial -> |model centre - calibrated centre| in mm, registered views in `SERIALS` order."""
-    centres = {
-        _serial(model.image(i).name): model.image(i).projection_center()
-        for i in model.reg_image_ids()
-    }
-    return {
-        s: 1000.0 * float(np.linalg.norm(centres[s] - cameras[s].center))
-        for s in SERIALS
-        if s in centres
-    }
 
 
 # ---------------------------------------------------------------- summary file

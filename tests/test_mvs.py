@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ from scipy.spatial import cKDTree
 
 from tasks import sample_world
 from tasks.cameras import Camera, backproject_depth, project
+from tasks.colmap_cameras import colmap_camera
 from tasks.exr import read_exr
 from tasks.frames import FramesConfig, extract_frames, image_name
 from tasks.fusion import (
@@ -52,7 +54,7 @@ from tasks.sample_subject import (
     ground_truth_dir,
     ground_truth_map_path,
 )
-from tasks.sfm import SfmConfig, colmap_camera, run_sfm
+from tasks.sfm import SfmConfig, run_sfm
 
 SEQUENCE = "EXP-1-head"
 CHECKED = ("222200037", "222200041", "222200038")
