@@ -85,7 +85,8 @@ def shard_samples(
 ) -> list[shards.ShardSample]:
     """One sample per view with canonical maps: `timesteps` holds (sequence, frame,
     reconstruction folder, canonical folder) of the kept timesteps."""
-    tracked = tracking.read_tracked_params(tracking_dir).params.set_index(["sequence", "frame"])
+    identity = tracking.read_tracked_params(tracking_dir)
+    tracked = identity.params.set_index(["sequence", "frame"])
     residuals = pd.read_parquet(tracking_dir / tracking.RESIDUALS_FILE)
     residuals = residuals.set_index(["sequence", "frame"])
     samples = []
@@ -94,7 +95,10 @@ def shard_samples(
         frames_dir = Path(record["frames"])
         cameras = read_cameras_json(frames_dir / CAMERAS_FILE)
         params = tracked.loc[(sequence, frame)]
-        flame = {name: np.asarray(params[name], dtype=np.float64) for name in shards.FLAME_COLUMNS}
+        flame = {
+            name: np.asarray(identity.shape if name == "shape" else params[name], dtype=float)
+            for name in shards.FLAME_COLUMNS
+        }
         views = pd.read_parquet(canonical_dir / canonical.VIEWS_FILE).set_index("serial")
         for serial in views.index:
             quality = {

@@ -236,7 +236,10 @@ class FusionResult:
 
 
 def fuse_workspace(
-    *, workspace: DenseWorkspace, output_ply: str | os.PathLike, config: FusionConfig
+    *,
+    workspace: DenseWorkspace,
+    output_ply: str | os.PathLike,
+    config: FusionConfig = FusionConfig(),
 ) -> FusionResult:
     """Fuse the workspace's depth and normal maps with COLMAP into `output_ply` (atomic).
 
