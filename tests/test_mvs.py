@@ -61,7 +61,7 @@ CHECKED = ("222200037", "222200041", "222200038")
 """Frontal, frontal upper row, yaw +15: references whose sources are all in the scene."""
 USED = (*CHECKED, "220700191", "222200048", "222200047", "222200036", "222200043")
 """The 8 central cameras (yaw -30 to +30)."""
-CONFIG = MvsConfig(backend="torch", num_threads=1)
+CONFIG = MvsConfig(backend="torch")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
