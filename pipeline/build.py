@@ -17,7 +17,9 @@ from tasks import report, selection, shards, tracking
 
 
 class BuildSubject(luigi.Task):
-    """Every stage for one subject, ending in its shard, and the subject report."""
+    """Every stage for one subject, ending in its shard, and the subject report:
+    report.parquet (one row per selected timestep, `tasks.report.timestep_table`), then
+    report.json (counts, drop reasons, seconds per stage, summary lines) marking completion."""
 
     subject = SubjectParameter()
 
@@ -35,15 +37,22 @@ class BuildSubject(luigi.Task):
 
     def run(self) -> None:
         paths = {name: Path(target.path) for name, target in self.input().items()}
+        timesteps = report.timestep_table(
+            reconstruction=pd.read_parquet(paths["reconstruction"]),
+            tracking=pd.read_parquet(paths["tracking"] / tracking.RESIDUALS_FILE),
+        )
         summary = report.subject_report(
             subject=self.subject,
             data=subject_input(self.subject),
             inventory=pd.read_parquet(paths["inventory"]),
             selection=selection.read_selection(paths["selection"]),
-            reconstruction=pd.read_parquet(paths["reconstruction"]),
-            tracking=pd.read_parquet(paths["tracking"] / tracking.RESIDUALS_FILE),
+            timesteps=timesteps,
+            tracking_seconds=json.loads((paths["tracking"] / tracking.TIMINGS_FILE).read_text()),
             shard=paths["shard"],
             shard_rows=len(shards.read_index(paths["shard"])),
         )
+        table = luigi.LocalTarget(str(Path(self.output().path).with_suffix(".parquet")))
+        with table.temporary_path() as tmp:
+            timesteps.to_parquet(tmp, compression="zstd", index=False)
         with self.output().temporary_path() as tmp, open(tmp, "w") as f:
             json.dump(summary, f, indent=2)

@@ -27,7 +27,7 @@ class BuildDataset(luigi.Task):
     """Every subject of a manifest, then the dataset manifest listing their shards.
 
     A subject whose timesteps were all dropped still ends in a report (saying why) and an
-    empty shard, so it never blocks the others."""
+    empty shard, so it never blocks the others; the dataset manifest lists non-empty shards."""
 
     manifest = luigi.PathParameter(description="Manifest JSON with a 'subjects' list")
 
@@ -43,6 +43,7 @@ class BuildDataset(luigi.Task):
             shards.shard_info(WriteShards(subject=s).output().path)
             for s in read_manifest(self.manifest)
         ]
+        infos = [info for info in infos if info.samples]
         listed = shards.write_manifest(root=config.output_root() / "shards", shards=infos)
         self.output().makedirs()
         with self.output().temporary_path() as tmp:

@@ -3,11 +3,29 @@ reason for every drop and the time each stage took."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tasks.selection import Selection
+
+RECONSTRUCTION_COLUMNS = [
+    "sequence",
+    "frame",
+    "criterion",
+    "status",
+    "reason",
+    "registered",
+    "median_residual_mm",
+    "sfm_seconds",
+    "depth_seconds",
+    "fusion_seconds",
+    "fused_points",
+    "folder",
+]
+"""Columns of `reconstruction_table` (also when no timestep was selected)."""
 
 
 def reconstruction_table(
@@ -28,15 +46,38 @@ def reconstruction_table(
                 "median_residual_mm": sfm.get("median_residual_mm"),
                 "sfm_seconds": sum((sfm.get("seconds") or {}).values()),
                 "depth_seconds": record.get("mvs", {}).get("seconds"),
+                "fusion_seconds": record.get("fusion", {}).get("seconds"),
                 "fused_points": record.get("fusion", {}).get("points"),
                 "folder": folder,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=RECONSTRUCTION_COLUMNS)
 
 
-def _drops(table: pd.DataFrame, kept: pd.Series) -> list[str]:
-    return [f"{r.sequence} frame {r.frame}: {r.reason}" for r in table[~kept].itertuples()]
+def timestep_table(*, reconstruction: pd.DataFrame, tracking: pd.DataFrame) -> pd.DataFrame:
+    """One row per selected timestep through every stage: kept, or the stage that dropped it
+    and why, with its figures and timings (`reconstruction_table` joined to the tracker's
+    residuals)."""
+    tracked = tracking.rename(columns={"kept": "tracked", "reason": "tracking_reason"})
+    table = reconstruction.merge(tracked, on=["sequence", "frame"], how="left")
+    registered = table.status == "ok"
+    kept = registered & table.tracked.fillna(False).astype(bool)
+    table["kept"] = kept
+    table["dropped_at"] = np.where(kept, "", np.where(registered, "tracking", "reconstruction"))
+    table["drop_reason"] = np.where(
+        kept, "", np.where(registered, table.tracking_reason.fillna(""), table.reason)
+    )
+    return table.drop(columns=["status", "reason", "tracked", "tracking_reason"])
+
+
+def _drop_lines(table: pd.DataFrame) -> list[str]:
+    """Lines "dropped at STAGE: N x REASON", the most frequent reason first."""
+    dropped = table[~table.kept]
+    counts = dropped.groupby(["dropped_at", "drop_reason"]).size()
+    return [
+        f"dropped at {stage}: {count} x {reason}"
+        for (stage, reason), count in counts.sort_values(ascending=False).items()
+    ]
 
 
 def subject_report(
@@ -45,40 +86,49 @@ def subject_report(
     data: Path,
     inventory: pd.DataFrame,
     selection: Selection,
-    reconstruction: pd.DataFrame,
-    tracking: pd.DataFrame,
+    timesteps: pd.DataFrame,
+    tracking_seconds: Mapping[str, float],
     shard: Path,
     shard_rows: int,
 ) -> dict:
-    """A JSON-ready summary of one subject's build, with a few lines for people on top."""
+    """A JSON-ready summary of one subject's build (`timesteps` from `timestep_table`), with a
+    few lines for people on top."""
     sequences = {}
     for sequence, rows in inventory.groupby("sequence"):
         problems = sorted(set(rows.problem) - {""})
         sequences[str(sequence)] = {"frames": int(rows.frames.min()), "problems": problems}
-    registered = reconstruction.status == "ok"
-    tracked = tracking.kept.astype(bool) if len(tracking) else pd.Series(dtype=bool)
+    reconstructed = int((timesteps.dropped_at != "reconstruction").sum())
+    kept = int(timesteps.kept.sum())
     summary = [
         f"subject {subject}: {len(selection.table)} timesteps selected, "
-        f"{int(registered.sum())} reconstructed (16/16 registered), "
-        f"{int(tracked.sum())} tracked and kept; shard {shard} with {shard_rows} views",
+        f"{reconstructed} reconstructed (16/16 registered), "
+        f"{kept} tracked and kept; shard {shard} with {shard_rows} views",
         *selection.warnings,
         *(f"signals {s}: {why}" for s, why in selection.failures.items()),
+        *_drop_lines(timesteps),
     ]
+    if not kept:
+        summary.append(f"subject {subject}: no timestep kept, its shard is empty")
     return {
         "subject": subject,
         "summary": summary,
         "data": str(data),
         "sequences": sequences,
         "selected": len(selection.table),
-        "reconstructed": int(registered.sum()),
-        "tracked": int(tracked.sum()),
+        "reconstructed": reconstructed,
+        "tracked": kept,
         "dropped": {
-            "reconstruction": _drops(reconstruction, registered),
-            "tracking": _drops(tracking, tracked) if len(tracking) else [],
+            stage: [
+                f"{r.sequence} frame {r.frame}: {r.drop_reason}"
+                for r in timesteps[timesteps.dropped_at == stage].itertuples()
+            ]
+            for stage in ("reconstruction", "tracking")
         },
         "seconds": {
-            "sfm": float(reconstruction.sfm_seconds.sum()),
-            "depth": float(reconstruction.depth_seconds.fillna(0).sum()),
+            "sfm": float(timesteps.sfm_seconds.sum()),
+            "depth": float(timesteps.depth_seconds.fillna(0).sum()),
+            "fusion": float(timesteps.fusion_seconds.fillna(0).sum()),
+            **{f"tracking_{name}": float(value) for name, value in tracking_seconds.items()},
         },
         "shard": str(shard),
         "shard_views": shard_rows,

@@ -14,13 +14,15 @@ Output folder (written to a temporary sibling, then renamed into place):
     meshes/{sequence}/frame_{frame:05d}.ply   tracked FLAME mesh, world metres
     canonical.ply       FLAME at zero expression and pose (`canonical_shape`)
     overlay.png         tracked meshes drawn over a few views of a few kept timesteps
+    timings.json        wall seconds of the two steps: observations (MediaPipe, clouds), fit
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +43,7 @@ from flame_tracking.observations import (
 from flame_tracking.sample_model import build_sample_model
 from flame_tracking.tracker import (
     PER_TIMESTEP,
+    TimestepReport,
     TrackerConfig,
     TrackingResult,
     neutral_vertices,
@@ -62,6 +65,7 @@ IDENTITY_FILE = "identity.parquet"
 RESIDUALS_FILE = "residuals.parquet"
 CANONICAL_FILE = "canonical.ply"
 OVERLAY_FILE = "overlay.png"
+TIMINGS_FILE = "timings.json"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -205,7 +209,10 @@ def _tables(result: TrackingResult) -> dict[str, pd.DataFrame]:
     return {
         PARAMS_FILE: pd.DataFrame(rows, columns=columns),
         IDENTITY_FILE: pd.DataFrame(identity),
-        RESIDUALS_FILE: pd.DataFrame([dataclasses.asdict(r) for r in result.reports]),
+        RESIDUALS_FILE: pd.DataFrame(
+            [dataclasses.asdict(r) for r in result.reports],
+            columns=[f.name for f in dataclasses.fields(TimestepReport)],
+        ),
     }
 
 
@@ -216,6 +223,7 @@ def write_tracking_outputs(
     result: TrackingResult,
     inputs: Sequence[TimestepInput],
     config: TrackingConfig,
+    timings: Mapping[str, float],
 ) -> Path:
     """Write every output of the module docstring into a temporary sibling of `out_dir`,
     then rename it into place (an older `out_dir` is replaced)."""
@@ -223,6 +231,7 @@ def write_tracking_outputs(
     tmp = fresh_sibling(out_dir)
     for name, table in _tables(result).items():
         table.to_parquet(tmp / name, compression="zstd", index=False)
+    (tmp / TIMINGS_FILE).write_text(json.dumps(dict(timings), indent=1))
     keys = tuple(result.params)
     for key, vertices in zip(keys, posed_vertices(model, result, keys), strict=True):
         sequence, frame = key.rsplit("/", 1)
@@ -332,6 +341,7 @@ def track_subject(
         config=config,
         progress=lambda f, m: report(0.3 * f, m),
     )
+    observed = time.monotonic()
     result = track(
         model=model,
         observations=observations,
@@ -340,7 +350,12 @@ def track_subject(
     )
     report(0.9, "writing meshes, tables and the overlay picture")
     write_tracking_outputs(
-        out_dir=out_dir, model=model, result=result, inputs=timesteps, config=config
+        out_dir=out_dir,
+        model=model,
+        result=result,
+        inputs=timesteps,
+        config=config,
+        timings={"observations": observed - start, "fit": time.monotonic() - observed},
     )
     kept = sum(r.kept for r in result.reports)
     report(1.0, f"tracked {kept} of {len(result.reports)} timesteps")
