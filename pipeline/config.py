@@ -54,7 +54,9 @@ class sample(luigi.Config):  # noqa: N801
     downsample = luigi.IntParameter(
         default=2, description="Working downsample of the sample (its ground truth is at it)"
     )
-    blendshape_count = luigi.IntParameter(default=8, description="Sample's blendshape FPS count")
+    blendshape_count = luigi.IntParameter(
+        default=12, description="Sample's blendshape FPS count (12 of its 32 frames)"
+    )
     pose_count = luigi.IntParameter(default=4, description="Sample's pose FPS count")
 
 

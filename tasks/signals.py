@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.spatial.transform import Rotation
 
 from tasks import nersemble, video
 from tasks.cameras import FRONTAL_SERIAL
@@ -131,3 +132,20 @@ def read_signals(path: Path) -> SequenceSignals:
     return SequenceSignals(
         sequence=meta["sequence"], table=table.to_pandas(), failure=meta.get("failure", "")
     )
+
+
+def head_rotation_error_deg(signals: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
+    """Angle (degrees) between MediaPipe's head rotation and the true one, per frame with a
+    face, after removing the constant rotation between MediaPipe's face frame and FLAME's.
+
+    `truth` holds per (sequence, frame) FLAME `rotation` and `neck_pose` (the sample's ground
+    truth params.parquet): the head turns by the global rotation, then the neck joint."""
+    merged = signals[signals.detected.astype(bool)].merge(
+        truth, on=["sequence", "frame"], suffixes=("_mp", "_gt")
+    )
+    estimated = Rotation.from_rotvec(np.stack(merged.rotation_mp.to_numpy()))
+    true = Rotation.from_rotvec(np.stack(merged.rotation_gt.to_numpy())) * Rotation.from_rotvec(
+        np.stack(merged.neck_pose.to_numpy())
+    )
+    offset = (estimated * true.inv()).mean()
+    return np.degrees((offset.inv() * estimated * true.inv()).magnitude())

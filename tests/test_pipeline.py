@@ -1,0 +1,233 @@
+"""The whole chain through Luigi (`python -m pipeline`) on small sample subjects.
+
+Subjects have 2 sequences x 2 frames and select 2 + 1 timesteps. Subject 902 is 900 with one
+camera's videos blanked, so every timestep fails to register 16/16: the dataset must go on
+without it. The slow cases build with two workers against one `luigid` and compare with a
+single worker, and kill a run with SIGKILL half-way and resume it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import shards, video
+from tasks.sample_subject import SampleSubjectConfig, generate_sample_subject
+
+BLANKED = "222200049"
+FRAMES = 2
+SETTINGS = """[faceanything]
+data_root = {data}
+output_root = {out}
+[sample]
+root = {data}
+frames_per_sequence = {frames}
+blendshape_count = 2
+pose_count = 1
+[worker]
+keep_alive = true
+"""
+RUN_TIMEOUT_S = 1200
+
+
+def _workspace(root: Path, data: Path, name: str, subjects: list[str]) -> Path:
+    """A folder with its own luigi.cfg (shared data, own outputs) and a manifest."""
+    folder = root / name
+    folder.mkdir(exist_ok=True)
+    text = SETTINGS.format(data=data, out=folder / "out", frames=FRAMES)
+    (folder / "luigi.cfg").write_text(text)
+    (folder / "manifest.json").write_text(json.dumps({"subjects": subjects}))
+    return folder
+
+
+def _command(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline", "--manifest", "manifest.json", *extra]
+
+
+def _run(folder: Path, *extra: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        _command(*extra), cwd=folder, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
+    (folder / "run.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _report(folder: Path, subject: str) -> dict:
+    return json.loads((folder / "out" / "subjects" / subject / "report.json").read_text())
+
+
+def _files(shard: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file of a shard."""
+    return {
+        p.relative_to(shard).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(shard.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sample root with subject 900 and 902 (900 with camera BLANKED grey in every video)."""
+    root = tmp_path_factory.mktemp("pipeline_data")
+    generate_sample_subject(
+        config=SampleSubjectConfig(subject="900", frames_per_sequence=FRAMES), root=root
+    )
+    shutil.copytree(root / "900", root / "902")
+    for path in sorted((root / "902" / "sequences").glob(f"*/images/cam_{BLANKED}.mp4")):
+        count = video.count_frames(path)
+        height, width = video.decode_frames(path, [0]).frames[0].shape[:2]
+        video.write_video(path, [np.full((height, width, 3), 90, np.uint8)] * count)
+    return root
+
+
+@pytest.fixture(scope="module")
+def single(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One worker, local scheduler: the dropped subject first, then 900."""
+    folder = _workspace(tmp_path_factory.mktemp("single"), data, "single", ["902", "900"])
+    _run(folder)
+    return folder
+
+
+def test_all_dropped_subject_is_reported_and_the_dataset_goes_on(single: Path) -> None:
+    dropped = _report(single, "902")
+    assert dropped["selected"] == 3
+    assert dropped["reconstructed"] == dropped["tracked"] == dropped["shard_views"] == 0
+    assert len(dropped["dropped"]["reconstruction"]) == 3
+    assert all(BLANKED in why for why in dropped["dropped"]["reconstruction"])
+    assert any("no timestep kept" in line for line in dropped["summary"])
+    table = pd.read_parquet(single / "out" / "subjects" / "902" / "report.parquet")
+    assert list(table.dropped_at) == ["reconstruction"] * 3
+    assert not table.kept.any()
+
+    built = _report(single, "900")
+    assert built["reconstructed"] == 3 and built["tracked"] >= 2
+    assert built["shard_views"] == 16 * built["tracked"]
+    assert built["seconds"]["depth"] > 0 and built["seconds"]["tracking_fit"] > 0
+
+    dataset = single / "out" / "shards"
+    listed = shards.read_manifest(dataset)
+    assert [info.path.name for info in listed] == ["900"]
+    assert listed[0].samples == built["shard_views"]
+    assert shards.validate(dataset) == []
+    assert len(shards.read_index(dataset / "902")) == 0
+    assert shards.validate(dataset / "902") == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "luigid exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"luigid did not listen on port {port}")
+
+
+def _ran(log: str) -> list[str]:
+    """Tasks a worker log says it ran ("... running   Task(...)")."""
+    return [
+        line.split(" running ", 1)[1].strip() for line in log.splitlines() if " running " in line
+    ]
+
+
+@pytest.mark.slow
+def test_two_workers_against_luigid_equal_one_worker(data: Path, single: Path) -> None:
+    subjects = ["900", "901"]  # 901 is made by the pipeline's GenerateSampleSubject
+    (single / "manifest.json").write_text(json.dumps({"subjects": subjects}))
+    _run(single)  # 900 is complete there: only 901 is built, by one worker
+
+    multi = _workspace(single.parent, data, "multi", subjects)
+    port = _free_port()
+    state = multi / "luigid"
+    state.mkdir()
+    luigid = subprocess.Popen(
+        [Path(sys.executable).with_name("luigid"), "--address", "127.0.0.1", "--port", str(port)]
+        + ["--logdir", str(state), "--state-path", str(state / "state.pickle")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, luigid)
+        remote = ("--workers", "1", "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port))
+        workers = [
+            subprocess.Popen(
+                _command(*remote), cwd=multi, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            for _ in range(2)
+        ]
+        logs = [w.communicate(timeout=RUN_TIMEOUT_S)[0].decode() for w in workers]
+    finally:
+        luigid.terminate()
+        luigid.wait()
+    for worker, log in zip(workers, logs, strict=True):
+        assert worker.returncode == 0, log[-3000:]
+    ran = [_ran(log) for log in logs]
+    assert all(any(t.startswith("Reconstruct(") for t in r) for r in ran), "work was not split"
+    assert not set(ran[0]) & set(ran[1]), "a task ran in both workers"
+
+    for subject in subjects:
+        expected = _files(single / "out" / "shards" / subject)
+        assert len(expected) > 1
+        assert _files(multi / "out" / "shards" / subject) == expected, subject
+    assert shards.validate(multi / "out" / "shards") == []
+
+
+def _finished(out: Path) -> dict[str, tuple[int, int]]:
+    """Outputs of finished per-timestep and subject tasks -> (inode, mtime_ns)."""
+    subject = out / "subjects" / "900"
+    paths = [*subject.glob("*.parquet"), *subject.glob("tracking-*")]
+    paths += [*subject.glob("timesteps/*/*-*"), *subject.glob("signals-*/*.parquet")]
+    return {
+        p.relative_to(out).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in paths
+        if not p.name.startswith(".")
+    }
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_redoes_nothing_finished(data: Path, single: Path) -> None:
+    folder = _workspace(single.parent, data, "killed", ["900"])
+    out = folder / "out"
+    process = subprocess.Popen(
+        _command(),
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not list(out.glob("subjects/900/timesteps/*/canonical-*")):
+        assert process.poll() is None, "the run ended before a timestep was canonicalised"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "shards" / "900").exists()
+    before = _finished(out)
+    assert any("/canonical-" in name for name in before)
+
+    _run(folder)
+    after = _finished(out)
+    assert {name: after.get(name) for name in before} == before  # none redone
+    assert shards.validate(out / "shards") == []
+    assert _files(out / "shards" / "900") == _files(single / "out" / "shards" / "900")
