@@ -9,10 +9,11 @@ temporary sibling, then renamed into place):
     sfm.json        summary (`read_sfm_summary`): status, reason, residuals, counts, timings
 
 Two modes. "mapping" runs COLMAP's incremental mapper with the calibrated intrinsics held
-fixed, then aligns the model to the calibration by a similarity transform (camera centres and
-viewing directions); the per-camera centre residuals measure how well the images agree with
-the calibration. "calibrated" skips the mapper and triangulates the matches with the
-calibrated poses (a view counts as registered when it sees enough of the points).
+fixed, refines the model under a robust loss, then aligns it to the calibration by a
+similarity transform (camera centres and viewing directions); the per-camera centre residuals
+measure how well the images agree with the calibration. "calibrated" skips the mapper and
+triangulates the matches with the calibrated poses (a view counts as registered when it sees
+enough of the points).
 
 Intrinsics and the alignment live in `tasks.colmap_cameras` (COLMAP's pixel convention, and
 why zlib is imported before pycolmap).
@@ -81,6 +82,10 @@ class SfmConfig:
     """SIFT detection threshold; below COLMAP's 0.0067 to find enough points on skin."""
     min_num_inliers: int = 15
     """Inlier matches an image pair needs to count as verified."""
+    robust_loss_scale_px: float = 0.25
+    """Scale (px) of the Cauchy loss of a last bundle adjustment after mapping; 0: none.
+    Keypoint errors on skin are heavy-tailed (median 0.27 px, RMS 0.6 px at 275x401): on the
+    sample this takes the median camera-centre residual from 3.4 to 1.4 mm at 275x401."""
     max_median_residual_mm: float = 10.0
     """Drop the timestep when the median camera-centre residual after alignment exceeds this."""
     min_points_per_view: int = 30
@@ -273,6 +278,19 @@ def _pipeline_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOptions:
     return options
 
 
+def _robust_adjustment(config: SfmConfig) -> pycolmap.BundleAdjustmentOptions:
+    """Poses and points under a Cauchy loss (intrinsics as in mapping), on one thread."""
+    options = pycolmap.BundleAdjustmentOptions()
+    options.refine_focal_length = config.refine_intrinsics
+    options.refine_extra_params = config.refine_intrinsics and config.camera_model == "OPENCV"
+    options.refine_principal_point = False
+    options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
+    options.ceres.loss_function_scale = config.robust_loss_scale_px
+    options.ceres.solver_options.num_threads = 1
+    options.print_summary = False
+    return options
+
+
 # ---------------------------------------------------------------- mapping / triangulation
 
 
@@ -291,6 +309,8 @@ def _map(
             pairs = db.num_verified_image_pairs()
         return None, f"no initial pair: too few matches ({pairs} verified image pairs)"
     largest = max(models.values(), key=lambda m: m.num_reg_images())
+    if config.robust_loss_scale_px > 0:
+        pycolmap.bundle_adjustment(largest, _robust_adjustment(config))
     if len(models) > 1:
         sizes = sorted((m.num_reg_images() for m in models.values()), reverse=True)
         return largest, f"split into {len(models)} models of {sizes} views"
