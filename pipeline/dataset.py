@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -35,7 +36,9 @@ class BuildDataset(luigi.Task):
         return [BuildSubject(subject=s) for s in read_manifest(self.manifest)]
 
     def output(self) -> luigi.LocalTarget:
-        name = f"{Path(self.manifest).stem}.json"
+        """Named after the manifest and its subjects, so an edited manifest builds again."""
+        subjects = json.dumps(read_manifest(self.manifest)).encode()
+        name = f"{Path(self.manifest).stem}-{hashlib.sha256(subjects).hexdigest()[:8]}.json"
         return luigi.LocalTarget(str(config.output_root() / "shards" / "manifests" / name))
 
     def run(self) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 from pipeline import config
 from pipeline.common import SubjectParameter, progress_callback, subject_output
 from pipeline.reconstruction import Reconstruct, ReconstructSubject, TimestepTask
-from tasks import dataset, shards, tracking
+from tasks import dataset, shard_pictures, shards, tracking
 
 
 class TrackSubject(luigi.Task):
@@ -69,7 +69,9 @@ class Canonicalize(TimestepTask):
 
 
 class WriteShards(luigi.Task):
-    """The subject's self-contained shard: Parquet index + EXR maps + RGB per kept view."""
+    """The subject's self-contained shard: Parquet index + EXR maps + RGB per kept view; and
+    `shard.png` beside the report, like the paper's figure 1 (RGB with point tracks, depth,
+    canonical map, normals of the frontal camera)."""
 
     subject = SubjectParameter()
 
@@ -95,8 +97,14 @@ class WriteShards(luigi.Task):
             ],
             tracking_dir=tracking_dir,
         )
-        shards.write_shard(
+        info = shards.write_shard(
             samples=samples,
             path=Path(self.output().path),
             progress=progress_callback(self),
         )
+        if info.samples:
+            shard_pictures.tracks_picture(
+                shard=info.path,
+                serial=config.signals().serial,
+                path=subject_output(self.subject) / "shard.png",
+            )

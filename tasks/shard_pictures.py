@@ -14,6 +14,7 @@ from scipy.ndimage import binary_erosion
 from scipy.spatial import cKDTree
 
 from tasks.pictures import save_figure
+from tasks.selection import farthest_point_sampling
 from tasks.shards import load_sample, read_index
 
 
@@ -25,14 +26,12 @@ def canonical_colors(canonical: np.ndarray, *, low: np.ndarray, high: np.ndarray
 
 
 def spread_pixels(mask: np.ndarray, *, count: int) -> np.ndarray:
-    """(count, 2) pixels (x, y) of `mask` spread out by farthest point sampling."""
+    """(count, 2) pixels (x, y) of `mask` spread out by farthest point sampling from the
+    pixel nearest the mask's centroid."""
     rows, cols = np.nonzero(mask)
     pixels = np.stack([cols, rows], axis=1).astype(np.float64)
-    chosen = [int(np.argmin(np.linalg.norm(pixels - pixels.mean(0), axis=1)))]
-    distance = np.linalg.norm(pixels - pixels[chosen[0]], axis=1)
-    for _ in range(min(count, len(pixels)) - 1):
-        chosen.append(int(np.argmax(distance)))
-        distance = np.minimum(distance, np.linalg.norm(pixels - pixels[chosen[-1]], axis=1))
+    start = int(np.argmin(np.linalg.norm(pixels - pixels.mean(0), axis=1)))
+    chosen = [start, *farthest_point_sampling(pixels, count - 1, chosen=[start])]
     return pixels[chosen].astype(np.int64)
 
 
@@ -60,12 +59,14 @@ def tracks_picture(
     serial: str,
     path: str | os.PathLike,
     timesteps: Sequence[tuple[str, int]] | None = None,
+    max_rows: int = 4,
     points: int = 12,
     max_distance: float = 0.003,
 ) -> Path:
-    """One row per timestep (`(sequence, frame)` pairs; all of the shard's by default) of
-    camera `serial`: RGB with the tracks so far, depth, canonical map, normals. A point whose
-    nearest canonical neighbour is farther than `max_distance` (m) is hidden: not drawn."""
+    """One row per timestep (`(sequence, frame)` pairs; by default `max_rows` of the shard's,
+    evenly spread) of camera `serial`: RGB with the tracks so far, depth, canonical map,
+    normals. A point whose nearest canonical neighbour is farther than `max_distance` (m) is
+    hidden: not drawn."""
     index = read_index(shard)
     index = index[index.serial == serial].sort_values(["sequence", "frame"])
     if timesteps is not None:
@@ -73,6 +74,9 @@ def tracks_picture(
         index = index[[(s, f) in wanted for s, f in zip(index.sequence, index.frame, strict=True)]]
     if index.empty:
         raise ValueError(f"{shard}: no samples of camera {serial} for {timesteps}")
+    if timesteps is None:
+        spread = np.linspace(0, len(index) - 1, max_rows).round().astype(int)
+        index = index.iloc[np.unique(spread)]
     samples = [load_sample(shard, row) for _, row in index.iterrows()]
     tracks = track_pixels(samples, count=points, max_distance=max_distance)
     valid = np.concatenate([s["canonical"][s["mask"] == 1] for s in samples])

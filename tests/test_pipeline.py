@@ -155,6 +155,7 @@ def test_two_workers_against_luigid_equal_one_worker(data: Path, single: Path) -
     subjects = ["900", "901"]  # 901 is made by the pipeline's GenerateSampleSubject
     (single / "manifest.json").write_text(json.dumps({"subjects": subjects}))
     _run(single)  # 900 is complete there: only 901 is built, by one worker
+    assert _report(single, "901")["tracked"] >= 2
 
     multi = _workspace(single.parent, data, "multi", subjects)
     port = _free_port()

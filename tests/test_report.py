@@ -1,0 +1,115 @@
+"""The subject report on small tables with known answers: where each timestep was dropped."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.report import RECONSTRUCTION_COLUMNS, subject_report, timestep_table
+from tasks.selection import Selection
+
+
+def _reconstruction() -> pd.DataFrame:
+    rows = [
+        ("EXP-1-head", 0, "ok", "", 1.0),
+        ("EXP-1-head", 5, "dropped", "SfM: registered 15/16; not registered: 222200049", None),
+        ("EMO-1-shout+laugh", 3, "ok", "", 2.0),
+        (
+            "EMO-1-shout+laugh",
+            7,
+            "dropped",
+            "SfM: registered 15/16; not registered: 222200049",
+            None,
+        ),
+    ]
+    table = pd.DataFrame(
+        [
+            {
+                "sequence": s,
+                "frame": f,
+                "criterion": "blendshape",
+                "status": status,
+                "reason": reason,
+                "registered": 16 if status == "ok" else 15,
+                "median_residual_mm": 1.0,
+                "sfm_seconds": 2.0,
+                "depth_seconds": depth,
+                "fusion_seconds": depth and 0.5,
+                "fused_points": 1000,
+                "folder": "x",
+            }
+            for s, f, status, reason, depth in rows
+        ]
+    )
+    assert list(table.columns) == RECONSTRUCTION_COLUMNS
+    return table
+
+
+def _tracking() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sequence": ["EXP-1-head", "EMO-1-shout+laugh"],
+            "frame": [0, 3],
+            "kept": [True, False],
+            "reason": ["", "landmark residual 51.0 px > 9.2 px threshold"],
+            "landmark_px": [3.0, 51.0],
+            "point_mm": [0.2, 0.3],
+            "num_views": [16, 16],
+            "num_points": [4000, 4000],
+        }
+    )
+
+
+def test_timestep_table_names_the_stage_and_reason_of_every_drop() -> None:
+    table = timestep_table(reconstruction=_reconstruction(), tracking=_tracking())
+    assert list(table.kept) == [True, False, False, False]
+    assert list(table.dropped_at) == ["", "reconstruction", "tracking", "reconstruction"]
+    assert table.drop_reason[2].startswith("landmark residual 51.0 px")
+    assert "222200049" in table.drop_reason[1]
+
+
+def test_report_counts_groups_reasons_and_sums_seconds() -> None:
+    table = timestep_table(reconstruction=_reconstruction(), tracking=_tracking())
+    selection = Selection(table=table[["sequence", "frame", "criterion"]], warnings=())
+    inventory = pd.DataFrame(
+        {"sequence": ["EXP-1-head"], "serial": ["222200037"], "frames": [16], "problem": [""]}
+    )
+    report = subject_report(
+        subject="900",
+        data=Path("data/900"),
+        inventory=inventory,
+        selection=selection,
+        timesteps=table,
+        tracking_seconds={"observations": 3.0, "fit": 4.0},
+        shard=Path("out/shards/900"),
+        shard_rows=16,
+    )
+    assert (report["selected"], report["reconstructed"], report["tracked"]) == (4, 2, 1)
+    assert report["summary"][1] == (
+        "dropped at reconstruction: 2 x SfM: registered 15/16; not registered: 222200049"
+    )
+    assert report["summary"][2].startswith("dropped at tracking: 1 x landmark residual")
+    assert report["seconds"] == {
+        "sfm": 8.0,
+        "depth": 3.0,
+        "fusion": 1.0,
+        "tracking_observations": 3.0,
+        "tracking_fit": 4.0,
+    }
+
+
+def test_nothing_selected_gives_an_empty_table_and_says_so() -> None:
+    empty = pd.DataFrame(columns=RECONSTRUCTION_COLUMNS)
+    tracking = _tracking().iloc[:0]
+    table = timestep_table(reconstruction=empty, tracking=tracking)
+    assert table.empty and "kept" in table.columns
+    report = subject_report(
+        subject="900",
+        data=Path("data/900"),
+        inventory=pd.DataFrame(columns=["sequence", "serial", "frames", "problem"]),
+        selection=Selection(table=table, warnings=("subject 900: only 0 frames with a face",)),
+        timesteps=table,
+        tracking_seconds={},
+        shard=Path("out/shards/900"),
+        shard_rows=0,
+    )
+    assert report["summary"][-1] == "subject 900: no timestep kept, its shard is empty"
