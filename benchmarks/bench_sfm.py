@@ -1,5 +1,6 @@
 """Per-timestep frames extraction and SfM on the synthetic sample subject: timings, 16/16
-registration rate and camera-centre residuals after alignment to the calibration.
+registration rate and camera-centre residuals after alignment to the calibration, beside
+the same run without the robust bundle adjustment (`SfmConfig.robust_loss_scale_px` = 0).
 
 Run: python -m benchmarks.bench_sfm --root /tmp/bench_sfm [--scale 4 --downsample 1]
 
@@ -11,6 +12,7 @@ shrunk from 1100x1604 videos as the real pipeline shrinks 2200x3208 ones (slower
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 import zlib  # noqa: F401  before pycolmap, or PNG writing aborts (tasks.sfm)
@@ -33,8 +35,8 @@ def timesteps(sequences: tuple[str, ...], frames: int, count: int) -> list[tuple
 
 def bench_timestep(
     *, subject_dir: Path, work: Path, sequence: str, frame: int, args: argparse.Namespace
-) -> tuple[float, SfmResult]:
-    """Frames extraction seconds and the SfM result of one timestep."""
+) -> tuple[float, SfmResult, SfmResult]:
+    """Frames extraction seconds, the SfM result of one timestep and the baseline's."""
     subject = load_subject(subject_dir)
     start = time.perf_counter()
     frames = extract_frames(
@@ -49,7 +51,12 @@ def bench_timestep(
     sfm = run_sfm(
         frames_dir=frames.directory, output=frames.directory.parent / "sfm", config=config
     )
-    return extraction, sfm
+    baseline = run_sfm(
+        frames_dir=frames.directory,
+        output=frames.directory.parent / "sfm_baseline",
+        config=dataclasses.replace(config, robust_loss_scale_px=0.0),
+    )
+    return extraction, sfm, baseline
 
 
 def main() -> None:
@@ -70,29 +77,37 @@ def main() -> None:
     data = args.root / f"sample_s{args.scale}_f{args.frames}"
     sample = generate_sample_subject(config=config, root=data)
     work = args.root / f"work_{args.subject}_s{args.scale}_d{args.downsample}_{args.mode}"
-    rows = []
+    rows, baselines = [], []
     for sequence, frame in timesteps(config.sequences, args.frames, args.timesteps):
-        extraction, sfm = bench_timestep(
+        extraction, sfm, baseline = bench_timestep(
             subject_dir=sample.subject_dir, work=work, sequence=sequence, frame=frame, args=args
         )
         rows.append(sfm)
+        baselines.append(baseline)
         t = sfm.timings
-        median = "-" if sfm.median_residual_mm is None else f"{sfm.median_residual_mm:.2f}"
         worst = max(sfm.residuals_mm.values(), default=float("nan"))
         print(
             f"{sequence:>18} {frame:3d}: frames {extraction:5.2f} s, extract {t.extraction:5.2f} "
             f"s, match {t.matching:5.2f} s, {args.mode} {t.mapping:5.2f} s | "
             f"{sfm.registered}/{sfm.expected} registered, {sfm.num_points3d} points, centre "
-            f"residual median {median} mm, max {worst:.2f} mm {sfm.reason}",
+            f"residual median {_median(sfm)}, max {worst:.2f} mm (without robust BA: "
+            f"{_median(baseline)}) {sfm.reason}",
             flush=True,
         )
-    kept = [r for r in rows if r.status == "ok"]
-    medians = [r.median_residual_mm for r in rows if r.median_residual_mm is not None]
-    print(
-        f"{len(kept)}/{len(rows)} timesteps kept (16/16); median of per-timestep median "
-        f"residuals {statistics.median(medians):.2f} mm; SfM seconds per timestep "
-        f"{statistics.median(sum(vars(r.timings).values()) for r in rows):.1f} (median)"
-    )
+    for name, results in (("robust BA", rows), ("no robust BA", baselines)):
+        kept = [r for r in results if r.status == "ok"]
+        medians = [r.median_residual_mm for r in results if r.median_residual_mm is not None]
+        print(
+            f"{name:>12}: {len(kept)}/{len(results)} timesteps kept (16/16); median of "
+            f"per-timestep median residuals {statistics.median(medians):.2f} mm; SfM seconds "
+            f"per timestep {statistics.median(sum(vars(r.timings).values()) for r in results):.1f}"
+            " (median)"
+        )
+
+
+def _median(result: SfmResult) -> str:
+    value = result.median_residual_mm
+    return "-" if value is None else f"{value:.2f} mm"
 
 
 if __name__ == "__main__":

@@ -65,14 +65,7 @@ def subject(sample: tuple[Path, Path]) -> Subject:
 
 @pytest.fixture(scope="session")
 def frames(subject: Subject, tmp_path_factory: pytest.TempPathFactory) -> TimestepFrames:
-    output = tmp_path_factory.mktemp("timestep") / "frames"
-    return extract_frames(
-        subject=subject,
-        sequence=SEQUENCE,
-        frame=FRAME,
-        output=output,
-        config=FramesConfig(downsample=WORKING),
-    )
+    return frames_of(subject, tmp_path_factory.mktemp("timestep") / "frames")
 
 
 @pytest.fixture(scope="session")
