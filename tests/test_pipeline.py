@@ -170,16 +170,20 @@ def test_two_workers_against_luigid_equal_one_worker(data: Path, single: Path) -
     try:
         _wait_for_port(port, luigid)
         remote = ("--workers", "1", "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port))
+        logs = [multi / f"worker{i}.log" for i in range(2)]  # files: a full pipe would block
+        outputs = [log.open("w") for log in logs]
         workers = [
-            subprocess.Popen(
-                _command(*remote), cwd=multi, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
-            for _ in range(2)
+            subprocess.Popen(_command(*remote), cwd=multi, stdout=out, stderr=subprocess.STDOUT)
+            for out in outputs
         ]
-        logs = [w.communicate(timeout=RUN_TIMEOUT_S)[0].decode() for w in workers]
+        for out in outputs:
+            out.close()  # each worker writes through its own copy
+        for worker in workers:
+            worker.wait(timeout=RUN_TIMEOUT_S)
     finally:
         luigid.terminate()
         luigid.wait()
+    logs = [log.read_text() for log in logs]
     for worker, log in zip(workers, logs, strict=True):
         assert worker.returncode == 0, log[-3000:]
     ran = [_ran(log) for log in logs]
