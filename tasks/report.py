@@ -107,6 +107,13 @@ def subject_report(
         *(f"signals {s}: {why}" for s, why in selection.failures.items()),
         *_drop_lines(timesteps),
     ]
+    registered = timesteps[timesteps.dropped_at != "reconstruction"]
+    if len(registered):
+        summary.append(
+            f"per reconstructed timestep (median): SfM {registered.sfm_seconds.median():.1f} s, "
+            f"depth {registered.depth_seconds.median():.1f} s, camera-centre residual "
+            f"{registered.median_residual_mm.median():.2f} mm"
+        )
     if not kept:
         summary.append(f"subject {subject}: no timestep kept, its shard is empty")
     return {

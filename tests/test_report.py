@@ -88,6 +88,10 @@ def test_report_counts_groups_reasons_and_sums_seconds() -> None:
         "dropped at reconstruction: 2 x SfM: registered 15/16; not registered: 222200049"
     )
     assert report["summary"][2].startswith("dropped at tracking: 1 x landmark residual")
+    assert report["summary"][3] == (
+        "per reconstructed timestep (median): SfM 2.0 s, depth 1.5 s, camera-centre residual "
+        "1.00 mm"
+    )
     assert report["seconds"] == {
         "sfm": 8.0,
         "depth": 3.0,
