@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.scheduler_host
         else {"local_scheduler": True}
     )
+    dataset_task = BuildDataset(manifest=args.manifest)
     result = luigi.build(
-        [BuildDataset(manifest=args.manifest)],
+        [dataset_task],
         workers=args.workers,
         detailed_summary=True,
         **scheduler,
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"subject {subject}: not built (see the log above)")
     dataset = config.output_root() / "shards"
     print(f"shards:    {dataset.resolve()}  (check: python -m tasks.shards validate {dataset})")
-    return 0 if result.status.name.startswith("SUCCESS") else 1
+    # Success is the dataset being built: with several workers a process may end "NOT_RUN"
+    # for the tasks another worker ran, though everything is done.
+    return 0 if dataset_task.complete() else 1
 
 
 if __name__ == "__main__":
