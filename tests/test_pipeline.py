@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,17 +37,19 @@ root = {data}
 frames_per_sequence = {frames}
 blendshape_count = 2
 pose_count = 1
-[worker]
+"""
+KEEP_ALIVE = """[worker]
 keep_alive = true
 """
+"""For workers sharing luigid: wait for tasks another worker holds instead of ending early."""
 RUN_TIMEOUT_S = 1200
 
 
-def _workspace(root: Path, data: Path, name: str, subjects: list[str]) -> Path:
+def _workspace(root: Path, data: Path, name: str, subjects: list[str], *, extra: str = "") -> Path:
     """A folder with its own luigi.cfg (shared data, own outputs) and a manifest."""
     folder = root / name
     folder.mkdir(exist_ok=True)
-    text = SETTINGS.format(data=data, out=folder / "out", frames=FRAMES)
+    text = SETTINGS.format(data=data, out=folder / "out", frames=FRAMES) + extra
     (folder / "luigi.cfg").write_text(text)
     (folder / "manifest.json").write_text(json.dumps({"subjects": subjects}))
     return folder
@@ -144,10 +147,8 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 60) 
 
 
 def _ran(log: str) -> list[str]:
-    """Tasks a worker log says it ran ("... running   Task(...)")."""
-    return [
-        line.split(" running ", 1)[1].strip() for line in log.splitlines() if " running " in line
-    ]
+    """Tasks a worker log says it ran ("Worker(...) running   Task(...)")."""
+    return re.findall(r"\) running +(\w+\(.*\))$", log, flags=re.MULTILINE)
 
 
 @pytest.mark.slow
@@ -157,7 +158,7 @@ def test_two_workers_against_luigid_equal_one_worker(data: Path, single: Path) -
     _run(single)  # 900 is complete there: only 901 is built, by one worker
     assert _report(single, "901")["tracked"] >= 2
 
-    multi = _workspace(single.parent, data, "multi", subjects)
+    multi = _workspace(single.parent, data, "multi", subjects, extra=KEEP_ALIVE)
     port = _free_port()
     state = multi / "luigid"
     state.mkdir()
