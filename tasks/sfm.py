@@ -85,7 +85,8 @@ class SfmConfig:
     robust_loss_scale_px: float = 0.25
     """Scale (px) of the Cauchy loss of a last bundle adjustment after mapping; 0: none.
     Keypoint errors on skin are heavy-tailed (median 0.27 px, RMS 0.6 px at 275x401): on the
-    sample this takes the median camera-centre residual from 3.4 to 1.4 mm at 275x401."""
+    sample this takes the median camera-centre residual from 3.4 to 1.4 mm at 275x401, and
+    from 0.71 to 0.38 mm at 550x802 shrunk from 1100x1604 video (`benchmarks.bench_sfm`)."""
     max_median_residual_mm: float = 10.0
     """Drop the timestep when the median camera-centre residual after alignment exceeds this."""
     min_points_per_view: int = 30
