@@ -42,7 +42,8 @@ from flame_tracking.optimisation import (
 )
 
 Progress = Callable[[float, str], None]
-"""progress(fraction done in [0, 1], message)."""
+"""progress(fraction done in [0, 1], message): `tasks.progress.Progress`, restated here because
+flame_tracking does not import tasks."""
 
 DEFAULT_STAGES = (
     StageConfig(name="rigid", steps=60, variables=("rotation", "translation"), landmark_scale=4.0),

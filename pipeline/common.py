@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import luigi
 
 from pipeline import config
 from tasks import nersemble
+from tasks.progress import Progress
 
 
 class SubjectParameter(luigi.Parameter):
@@ -28,7 +28,7 @@ def subject_input(subject: str) -> Path:
     return nersemble.subject_dir(root=config.data_root(), subject=subject)
 
 
-def progress_callback(task: luigi.Task) -> Callable[[float, str], None]:
+def progress_callback(task: luigi.Task) -> Progress:
     """Progress (fraction in [0, 1], message) to Luigi's status; does nothing off a worker."""
 
     def report(fraction: float, message: str) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -34,9 +34,7 @@ from scipy.spatial import cKDTree
 
 from tasks.cameras import Camera, backproject_depth
 from tasks.exr import write_exr
-
-Progress = Callable[[float, str], None]
-"""progress(fraction done in [0, 1], message)."""
+from tasks.progress import Progress, silent
 
 CLOUD_FILE = "canonical_points.ply"
 """The timestep's canonical point cloud in its output folder."""
@@ -268,7 +266,7 @@ def canonicalize_timestep(
 ) -> CanonicalTimestep:
     """Canonicalize one timestep's views and fused cloud (N, 3) (colours (N, 3) uint8) given
     the tracked and canonical (V, 3) FLAME vertices; write them into `out_dir` atomically."""
-    report = progress or (lambda fraction, message: None)
+    report = progress or silent
     final = Path(out_dir)
     tmp = final.with_name(f".{final.name}.partial")
     if tmp.exists():

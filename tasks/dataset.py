@@ -6,7 +6,6 @@ their files (frames, reconstruction, tracking) and hands the arrays over.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,8 @@ import trimesh
 from tasks import canonical, fusion, shards, tracking
 from tasks.exr import read_exr
 from tasks.frames import CAMERAS_FILE, image_path, read_cameras_json
+from tasks.progress import Progress
 from tasks.reconstruction import FUSED_FILE, MAPS_DIR, read_record
-
-Progress = Callable[[float, str], None]
 
 
 def tracking_inputs(reconstructed: pd.DataFrame) -> list[tracking.TimestepInput]:

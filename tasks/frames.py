@@ -17,7 +17,7 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -27,9 +27,7 @@ import numpy as np
 from tasks import video
 from tasks.cameras import SERIALS, Camera
 from tasks.nersemble import Subject, read_frames
-
-Progress = Callable[[float, str], None]
-"""progress(fraction done in [0, 1], message)."""
+from tasks.progress import Progress
 
 Status = Literal["ok", "dropped"]
 ViewState = Literal["ok", "missing", "undecodable", "blank"]

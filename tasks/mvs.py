@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import time
 import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -36,9 +36,7 @@ from tasks.fusion import (
     read_colmap_map,
     write_colmap_map,
 )
-
-Progress = Callable[[float, str], None]
-"""progress(fraction done in [0, 1], message)."""
+from tasks.progress import Progress, silent
 
 Backend = Literal["auto", "torch", "colmap"]
 Status = Literal["ok", "partial", "failed"]
@@ -341,7 +339,7 @@ def estimate_depth_maps(
     """The torch backend without files: filtered maps of the views that have them, and one
     result per view (`exr_path` None). A view without a depth range, sources or region, or
     whose every pixel is filtered out, is a failed view with the reason."""
-    report = progress or (lambda fraction, message: None)
+    report = progress or silent
     device = resolve_device(config.device)
     neighbours = select_neighbours(views, config=config)
     images = {

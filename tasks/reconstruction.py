@@ -12,14 +12,12 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from tasks import fusion, mvs, sfm
 from tasks.frames import IMAGES_DIR
-
-Progress = Callable[[float, str], None]
+from tasks.progress import Progress
 
 RECORD_FILE = "reconstruction.json"
 SFM_DIR = "sfm"

@@ -20,7 +20,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -37,6 +37,7 @@ from tasks.nersemble import (
     write_cameras,
     write_color_calibration,
 )
+from tasks.progress import Progress, silent
 from tasks.sample_pictures import contact_sheet, ground_truth_sheet
 from tasks.sample_scene import PARAMETER_NAMES, landmark_points, project_landmarks, record
 from tasks.sample_world import (
@@ -59,9 +60,6 @@ __all__ = [
     "ground_truth_dir",
     "ground_truth_map_path",
 ]
-
-Progress = Callable[[float, str], None]
-"""progress(fraction done in [0, 1], message)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -97,7 +95,7 @@ def generate_sample_subject(
         return SampleSubjectResult(
             subject_dir=final, ground_truth_dir=gt_final, generated=False, seconds=0.0
         )
-    report = progress or (lambda fraction, message: None)
+    report = progress or silent
     report(0.0, "building the head, texture and landmark embedding")
     world = build_world(config=config, root=Path(root))
     tmp, gt_tmp = _fresh(final), _fresh(gt_final)

@@ -26,7 +26,7 @@ import json
 import shutil
 import time
 import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -50,9 +50,7 @@ from tasks.frames import (
     read_frames_summary,
     replace_dir,
 )
-
-Progress = Callable[[float, str], None]
-"""progress(fraction done in [0, 1], message)."""
+from tasks.progress import Progress, silent
 
 Status = Literal["ok", "dropped"]
 SfmMode = Literal["mapping", "calibrated"]
@@ -155,7 +153,7 @@ def run_sfm(
     fails unexpectedly.
     """
     frames_dir, output = Path(frames_dir), Path(output)
-    report = progress or (lambda fraction, message: None)
+    report = progress or silent
     cameras = read_cameras_json(frames_dir / CAMERAS_FILE)
     frames = read_frames_summary(frames_dir)
     usable = [v.serial for v in frames.views if v.state == "ok"]

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -36,9 +36,7 @@ import pyarrow.parquet as pq
 from tasks.cameras import Camera
 from tasks.exr import read_exr
 from tasks.nersemble import validate_subject_id
-
-Progress = Callable[[float, str], None]
-"""progress(fraction done in [0, 1], message)."""
+from tasks.progress import Progress, silent
 
 SCHEMA_VERSION = 1
 """Bump on any change to `INDEX_SCHEMA`, `MAP_CHANNELS` or the layout."""
@@ -152,7 +150,7 @@ def write_shard(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    report = progress or (lambda fraction, message: None)
+    report = progress or silent
     try:
         count = _fill_shard(samples, tmp, report)
     except BaseException:

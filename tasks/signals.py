@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,7 @@ from scipy.spatial.transform import Rotation
 from tasks import nersemble, video
 from tasks.cameras import FRONTAL_SERIAL
 from tasks.face_landmarker import BLENDSHAPE_NAMES, FaceLandmarkerConfig, FaceLandmarkerRunner
-
-Progress = Callable[[float, str], None]
+from tasks.progress import Progress
 
 _METADATA_KEY = b"faceanything.signals"
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -55,10 +55,8 @@ from tasks.face_landmarker import FaceLandmarkerConfig, FaceLandmarkerRunner
 from tasks.frames import CAMERAS_FILE, fresh_sibling, image_path, read_cameras_json, replace_dir
 from tasks.fusion import read_fused_ply
 from tasks.pictures import save_figure
+from tasks.progress import Progress, silent
 from tasks.render import overlay_mesh
-
-Progress = Callable[[float, str], None]
-"""progress(fraction done in [0, 1], message)."""
 
 PARAMS_FILE = "params.parquet"
 IDENTITY_FILE = "identity.parquet"
@@ -173,7 +171,7 @@ def gather_observations(
     progress: Progress | None = None,
 ) -> SubjectObservations:
     """MediaPipe landmarks of every view and the voxel-averaged fused points, per timestep."""
-    report = progress or (lambda fraction, message: None)
+    report = progress or silent
     observed = []
     with FaceLandmarkerRunner(config=config.landmarker) as runner:
         for k, item in enumerate(timesteps):
@@ -333,7 +331,7 @@ def track_subject(
     without a face, and tracking outliers, are dropped with their reasons (residuals.parquet);
     when none is usable the outputs hold only those reasons."""
     start = time.monotonic()
-    report = progress or (lambda fraction, message: None)
+    report = progress or silent
     model = load_tracking_model(flame_path=flame_path, embedding_path=embedding_path)
     observations = gather_observations(
         subject=subject,
