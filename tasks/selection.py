@@ -98,15 +98,17 @@ def pose_vectors(signals: pd.DataFrame) -> np.ndarray:
     return np.stack(signals.rotation.to_numpy()).astype(np.float64)
 
 
+def _with_face(signals: pd.DataFrame) -> pd.DataFrame:
+    """The frames with a detected face in (sequence, frame) order: the rows FPS indexes."""
+    detected = signals[signals.detected.astype(bool)]
+    return detected.sort_values(["sequence", "frame"]).reset_index(drop=True)
+
+
 def selection_coverage(signals: pd.DataFrame, chosen: pd.DataFrame) -> dict[str, float]:
     """`coverage_against_random` of a selection over its signals' frames with a face: the
     blendshape picks in blendshape space, and all picks in pose space (the pose picks are
     chosen to complete the blendshape picks' pose coverage)."""
-    valid = (
-        signals[signals.detected.astype(bool)]
-        .sort_values(["sequence", "frame"])
-        .reset_index(drop=True)
-    )
+    valid = _with_face(signals)
     key = valid.set_index(["sequence", "frame"]).index
     rows = key.get_indexer(pd.MultiIndex.from_frame(chosen[["sequence", "frame"]]))
     by_blendshape = rows[(chosen.criterion == BLENDSHAPE).to_numpy()]
@@ -125,11 +127,7 @@ def select_frames(
 ) -> Selection:
     """Choose timesteps from all sequences' signals (rows: sequence, frame, detected, ...);
     `failures` (sequence -> reason) from signal extraction are carried into the result."""
-    valid = (
-        signals[signals.detected.astype(bool)]
-        .sort_values(["sequence", "frame"])
-        .reset_index(drop=True)
-    )
+    valid = _with_face(signals)
     warnings = []
     wanted = config.blendshape_count + config.pose_count
     if len(valid) < wanted:

@@ -259,6 +259,11 @@ def _match(database: Path, config: SfmConfig) -> None:
     )
 
 
+def _refines_distortion(config: SfmConfig) -> bool:
+    """Only OPENCV has distortion parameters, and only refined intrinsics move them."""
+    return config.refine_intrinsics and config.camera_model == "OPENCV"
+
+
 def _pipeline_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOptions:
     """Mapper options: one thread, fixed seed; intrinsics fixed unless asked to refine."""
     options = pycolmap.IncrementalPipelineOptions()
@@ -270,10 +275,10 @@ def _pipeline_options(config: SfmConfig) -> pycolmap.IncrementalPipelineOptions:
     options.min_num_matches = config.min_num_inliers
     refine = config.refine_intrinsics
     options.ba_refine_focal_length = refine
-    options.ba_refine_extra_params = refine and config.camera_model == "OPENCV"
+    options.ba_refine_extra_params = _refines_distortion(config)
     options.ba_refine_principal_point = False
     options.mapper.abs_pose_refine_focal_length = refine
-    options.mapper.abs_pose_refine_extra_params = refine and config.camera_model == "OPENCV"
+    options.mapper.abs_pose_refine_extra_params = _refines_distortion(config)
     return options
 
 
@@ -281,7 +286,7 @@ def _robust_adjustment(config: SfmConfig) -> pycolmap.BundleAdjustmentOptions:
     """Poses and points under a Cauchy loss (intrinsics as in mapping), on one thread."""
     options = pycolmap.BundleAdjustmentOptions()
     options.refine_focal_length = config.refine_intrinsics
-    options.refine_extra_params = config.refine_intrinsics and config.camera_model == "OPENCV"
+    options.refine_extra_params = _refines_distortion(config)
     options.refine_principal_point = False
     options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
     options.ceres.loss_function_scale = config.robust_loss_scale_px
