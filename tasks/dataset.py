@@ -15,6 +15,7 @@ import trimesh
 from tasks import canonical, fusion, shards, tracking
 from tasks.exr import read_exr
 from tasks.frames import CAMERAS_FILE, image_path, read_cameras_json
+from tasks.mvs import maps_path
 from tasks.progress import Progress
 from tasks.reconstruction import FUSED_FILE, MAPS_DIR, read_record
 
@@ -52,7 +53,7 @@ def canonicalize_reconstruction(
     cameras = read_cameras_json(frames_dir / CAMERAS_FILE)
     views = []
     for serial, camera in cameras.items():
-        maps_file = recon_dir / MAPS_DIR / f"cam_{serial}.exr"
+        maps_file = maps_path(recon_dir / MAPS_DIR, serial)
         if maps_file.is_file():
             maps = read_exr(maps_file)
             views.append(

@@ -28,7 +28,9 @@ import torch
 
 from tasks import mvs_torch
 from tasks.cameras import Camera, project, world_to_camera
+from tasks.colmap_cameras import serial_of
 from tasks.exr import write_exr
+from tasks.frames import image_name
 from tasks.fusion import (
     DenseWorkspace,
     WorkspaceView,
@@ -429,11 +431,16 @@ def _torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def maps_path(maps_dir: Path, serial: str) -> Path:
+    """The EXR of one camera's maps in `maps_dir` (named after its image, cam_{serial})."""
+    return Path(maps_dir) / f"{Path(image_name(serial)).stem}.exr"
+
+
 def _write_view_exr(maps_dir: Path, name: str, maps: DepthMaps, camera: Camera) -> Path:
     """EXR of one view: depth, WORLD-frame normal (n_world = R^T n_cam), confidence."""
     normal_world = maps.normal @ camera.world_2_cam[:3, :3]
     channels = {"depth": maps.depth, "normal": normal_world, "confidence": maps.confidence}
-    return write_exr(maps_dir / f"{Path(name).stem}.exr", channels)
+    return write_exr(maps_path(maps_dir, serial_of(name)), channels)
 
 
 COLMAP_NEEDS_CUDA = (
