@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+import cv2  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tasks import nersemble, selection  # noqa: E402
+from tasks.exr import read_exr  # noqa: E402
+from tasks.frames import image_path  # noqa: E402
+from tasks.mvs import maps_path  # noqa: E402
 
 _CRITERION_COLOURS = {selection.BLENDSHAPE: "tab:orange", selection.POSE: "tab:green"}
 
@@ -81,3 +86,53 @@ def selection_picture(
     ax.set_title("blendshapes, PCA", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def depth_picture(
+    *,
+    frames_dir: Path,
+    maps_dir: Path,
+    serials: Sequence[str],
+    path: Path,
+    columns: int = 4,
+    max_width: int = 2000,
+) -> Path:
+    """Every view's image, depth and normals side by side, `columns` views to a row, so a
+    timestep's reconstruction is checked at a glance. Depth is coloured (viridis) over the
+    1st-99th percentile of all views; white where a map has no value. Drawn with numpy, not
+    matplotlib: one picture per timestep must stay cheap."""
+    images, depths, normals = [], [], []
+    for serial in serials:
+        image = cv2.cvtColor(cv2.imread(str(image_path(frames_dir, serial))), cv2.COLOR_BGR2RGB)
+        file = maps_path(maps_dir, serial)
+        maps = read_exr(file) if file.is_file() else {}
+        images.append(image)
+        depths.append(maps.get("depth", np.full(image.shape[:2], np.nan, np.float32)))
+        normals.append(maps.get("normal", np.full(image.shape, np.nan, np.float32)))
+    finite = np.concatenate([d[np.isfinite(d)] for d in depths])
+    low, high = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+    viridis = plt.get_cmap("viridis")
+    cells = []
+    for serial, image, depth, normal in zip(serials, images, depths, normals, strict=True):
+        shade = viridis(np.clip((depth - low) / max(high - low, 1e-9), 0, 1))[..., :3]
+        panels = [image / 255.0, shade, normal * 0.5 + 0.5]
+        panels[1][~np.isfinite(depth)] = 1.0
+        cell = (np.nan_to_num(np.concatenate(panels, axis=1), nan=1.0).clip(0, 1) * 255).astype(
+            np.uint8
+        )
+        cv2.putText(cell, serial, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        cells.append(cell)
+    blank = np.full_like(cells[0], 255)
+    cells += [blank] * (-len(cells) % columns)
+    grid = np.concatenate(
+        [np.concatenate(cells[i : i + columns], axis=1) for i in range(0, len(cells), columns)]
+    )
+    if grid.shape[1] > max_width:
+        size = (max_width, round(grid.shape[0] * max_width / grid.shape[1]))
+        grid = cv2.resize(grid, size, interpolation=cv2.INTER_AREA)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    os.replace(tmp, path)
+    return path

@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from tasks import fusion, mvs, sfm
+from tasks import fusion, mvs, pictures, sfm
+from tasks.cameras import SERIALS
 from tasks.frames import IMAGES_DIR
 from tasks.progress import Progress
 
@@ -25,6 +26,7 @@ CALIBRATED_DIR = "sfm_calibrated"
 DENSE_DIR = "dense"
 MAPS_DIR = "maps"
 FUSED_FILE = "fused.ply"
+DEPTH_PICTURE = "depth.png"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -124,6 +126,9 @@ def _dense(
     }
     if depth.status == "failed":
         return record | {"status": "dropped", "reason": f"depth: {depth.reason}"}
+    pictures.depth_picture(
+        frames_dir=frames_dir, maps_dir=tmp / MAPS_DIR, serials=SERIALS, path=tmp / DEPTH_PICTURE
+    )
     fused = fusion.fuse_workspace(
         workspace=workspace, output_ply=tmp / FUSED_FILE, config=config.fusion
     )

@@ -119,6 +119,9 @@ def test_all_dropped_subject_is_reported_and_the_dataset_goes_on(single: Path) -
     assert built["reconstructed"] == 3 and built["tracked"] >= 2
     assert built["shard_views"] == 16 * built["tracked"]
     assert built["seconds"]["depth"] > 0 and built["seconds"]["tracking_fit"] > 0
+    subject = single / "out" / "subjects" / "900"
+    assert len(list(subject.glob("timesteps/*/recon-*/depth.png"))) == 3
+    assert (subject / "shard.png").stat().st_size > 50_000
 
     dataset = single / "out" / "shards"
     listed = shards.read_manifest(dataset)
