@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import shards
-from tasks.exr import read_exr
-from tasks.sample_world import ground_truth_map_path
+from tasks.formats import shards
+from tasks.formats.exr import read_exr
+from tasks.sample.world import ground_truth_map_path
 
 
 def main() -> None:

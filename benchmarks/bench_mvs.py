@@ -21,13 +21,13 @@ import numpy as np
 import pycolmap
 from scipy.spatial import cKDTree
 
-from tasks.cameras import SERIALS, backproject_depth
-from tasks.exr import read_exr
+from tasks.formats.cameras import SERIALS, backproject_depth
+from tasks.formats.exr import read_exr
+from tasks.formats.nersemble import Subject, load_subject
 from tasks.frames import FramesConfig, extract_frames
 from tasks.fusion import FusionConfig, fuse_workspace, prepare_workspace, read_fused_ply
 from tasks.mvs import MvsConfig, MvsResult, run_mvs
-from tasks.nersemble import Subject, load_subject
-from tasks.sample_subject import (
+from tasks.sample.subject import (
     SampleSubjectConfig,
     generate_sample_subject,
     ground_truth_dir,

@@ -14,9 +14,9 @@ import skimage.data
 import skimage.transform
 import trimesh
 
-from tasks.cameras import Camera
 from tasks.face_landmarker import FaceLandmarkerConfig, FaceLandmarkerRunner
-from tasks.render import Scene, interpolate, rasterize, shade, smooth_normals
+from tasks.formats.cameras import Camera
+from tasks.pictures.render import Scene, interpolate, rasterize, shade, smooth_normals
 
 SIZES = ((550, 802), (275, 401))
 """(width, height): NeRSemble at 4x and 8x downsampling."""

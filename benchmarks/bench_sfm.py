@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pycolmap
 
+from tasks.formats.nersemble import load_subject
 from tasks.frames import FramesConfig, extract_frames
-from tasks.nersemble import load_subject
-from tasks.sample_subject import SampleSubjectConfig, generate_sample_subject
+from tasks.sample.subject import SampleSubjectConfig, generate_sample_subject
 from tasks.sfm import SfmConfig, SfmResult, run_sfm
 
 

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import skimage.data
 
-from tasks import nersemble
-from tasks.cameras import FRONTAL_SERIAL, SERIALS, Camera
+from tasks.formats import nersemble
+from tasks.formats.cameras import FRONTAL_SERIAL, SERIALS, Camera
+from tasks.formats.video import write_video
 from tasks.signals import SignalsConfig, extract_signals
-from tasks.video import write_video
 
 
 def _frames(width: int, height: int, n: int) -> list[np.ndarray]:

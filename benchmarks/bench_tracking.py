@@ -4,7 +4,7 @@
 
 The sample world renders `--frames` frames of each of its two sequences (16 views at the
 working resolution, stand-in fused clouds from the truth depth, see
-`tasks.sample_tracking_inputs`); MediaPipe runs on them; the observations are repeated (with
+`tasks.sample.tracking_inputs`); MediaPipe runs on them; the observations are repeated (with
 new frame numbers) up to `--timesteps` and tracked jointly. Prints the time of each part and
 the face-region vertex error against the truth.
 """
@@ -22,9 +22,10 @@ import torch
 
 from flame_tracking.lbs import FlameLayer, FlameParams
 from flame_tracking.observations import SubjectObservations
-from flame_tracking.tracker import TrackerConfig, neutral_vertices, posed_vertices, track
-from tasks.sample_tracking_inputs import CloudConfig, write_sample_inputs
-from tasks.sample_world import SampleSubjectConfig, SampleWorld, build_world
+from flame_tracking.settings import TrackerConfig
+from flame_tracking.tracker import neutral_vertices, posed_vertices, track
+from tasks.sample.tracking_inputs import CloudConfig, write_sample_inputs
+from tasks.sample.world import SampleSubjectConfig, SampleWorld, build_world
 from tasks.tracking import TrackingConfig, gather_observations
 
 

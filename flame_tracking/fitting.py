@@ -11,17 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
 from flame_tracking import energies as E
-from flame_tracking.optimisation import Problem, StageConfig, evaluate
-
-if TYPE_CHECKING:
-    from flame_tracking.tracker import TrackerConfig
+from flame_tracking.optimisation import Problem, evaluate
+from flame_tracking.settings import StageConfig, TrackerConfig
 
 MM_PER_M = 1000.0
 

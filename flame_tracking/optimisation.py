@@ -1,5 +1,5 @@
-"""The tracker's optimisation problem: stage and step-size configs, the tensors the energies
-read, the variables and their start, and FLAME evaluated for them.
+"""The tracker's optimisation problem: the tensors the energies read, the variables and
+their start, and FLAME evaluated for them.
 
 FLAME is evaluated only at the vertices the energies read (`subset.py`): the landmark
 triangles in landmark-only stages, the fitted region when points join. Static offsets live
@@ -9,7 +9,7 @@ on the fitted region (the face, or the whole head) and are zero elsewhere.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,74 +20,8 @@ from flame_tracking.initialisation import rigid_start
 from flame_tracking.lbs import FlameLayer, FlameParams
 from flame_tracking.model import FlameModel
 from flame_tracking.observations import LandmarkBatch, TimestepObservation, pack_landmarks
+from flame_tracking.settings import PER_TIMESTEP, TrackerConfig
 from flame_tracking.subset import VertexSubset, restrict_model
-
-if TYPE_CHECKING:
-    from flame_tracking.tracker import TrackerConfig
-
-Variable = Literal[
-    "shape",
-    "static_offset",
-    "expr",
-    "rotation",
-    "translation",
-    "neck_pose",
-    "jaw_pose",
-    "eyes_pose",
-]
-PER_TIMESTEP: tuple[Variable, ...] = (
-    "expr",
-    "rotation",
-    "translation",
-    "neck_pose",
-    "jaw_pose",
-    "eyes_pose",
-)
-"""Variables with one row per timestep; `shape` and `static_offset` are shared."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class StageConfig:
-    """One optimisation stage."""
-
-    name: str
-    """Label for logs and progress."""
-    steps: int
-    """Adam steps."""
-    variables: tuple[Variable, ...]
-    """Variables optimised; the others stay fixed."""
-    points: bool = False
-    """Fit the fused points (and compute FLAME on the whole fitted region)."""
-    landmark_scale: float = 1.0
-    """Multiplier of the landmark robust scale: wide while the pose is still coarse."""
-    point_scale: float = 1.0
-    """Multiplier of the point robust scale: wide while the identity is still coarse."""
-    landmark_weight: float = 1.0
-    """Multiplier of the landmark weight: small once points fit (landmarks only stop sliding)."""
-    prior_weight: float = 1.0
-    """Multiplier of the shape and expression priors: small once the dense points fit."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class LearningRates:
-    """Adam step sizes per variable, in each variable's own units."""
-
-    shape: float = 0.05
-    """Identity coefficients (unit variance)."""
-    static_offset: float = 1e-4
-    """Metres."""
-    expr: float = 0.05
-    """Expression coefficients."""
-    rotation: float = 0.01
-    """Radians."""
-    translation: float = 1e-3
-    """Metres."""
-    neck_pose: float = 0.01
-    """Radians."""
-    jaw_pose: float = 0.01
-    """Radians."""
-    eyes_pose: float = 0.01
-    """Radians."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"subject {subject}: not built (see the log above)")
     dataset = config.output_root() / "shards"
-    print(f"shards:    {dataset.resolve()}  (check: python -m tasks.shards validate {dataset})")
+    check = f"python -m tasks.formats.shards validate {dataset}"
+    print(f"shards:    {dataset.resolve()}  (check: {check})")
     # Success is the dataset being built: with several workers a process may end "NOT_RUN"
     # for the tasks another worker ran, though everything is done.
     return 0 if dataset_task.complete() else 1

@@ -13,7 +13,8 @@ from pipeline.dataset_tasks import TrackSubject, WriteShards
 from pipeline.reconstruction import ReconstructSubject
 from pipeline.selection import SelectFrames
 from pipeline.subject import InspectSubject
-from tasks import report, selection, shards, tracking
+from tasks import report, selection, tracking
+from tasks.formats import shards
 
 
 class BuildSubject(luigi.Task):

@@ -7,7 +7,8 @@ from pathlib import Path
 import luigi
 
 from pipeline import config
-from tasks import nersemble
+from tasks.formats import nersemble
+from tasks.formats.names import validate_subject_id
 from tasks.progress import Progress
 
 
@@ -15,12 +16,12 @@ class SubjectParameter(luigi.Parameter):
     """A subject id; refused at task creation when it is not a plain id (`../x`, `043/..`)."""
 
     def normalize(self, x: str) -> str:
-        return nersemble.validate_subject_id(str(x))
+        return validate_subject_id(str(x))
 
 
 def subject_output(subject: str) -> Path:
     """`{output_root}/subjects/{subject}`: every per-subject output lives below it."""
-    return config.output_root() / "subjects" / nersemble.validate_subject_id(subject)
+    return config.output_root() / "subjects" / validate_subject_id(subject)
 
 
 def subject_input(subject: str) -> Path:

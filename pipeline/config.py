@@ -1,4 +1,8 @@
-"""Shared Luigi settings: `[faceanything]` and `[sample]` sections of luigi.cfg.
+"""Shared Luigi settings: the sections of luigi.cfg and the stage configs made from them.
+
+`[faceanything] profile` says what `data_root` holds: `nersemble` (real data, the default)
+or `sample` (the synthetic sample subject, made there when missing; its own working size and
+selection counts).
 
 A setting that changes results is part of the output path (see `tasks` that use it), so
 changing it never silently reuses outputs built under another value.
@@ -16,7 +20,6 @@ import luigi
 from tasks.canonical import CanonicalConfig
 from tasks.face_landmarker import FaceLandmarkerConfig
 from tasks.frames import FramesConfig
-from tasks.landmark_embedding import EMBEDDING_FILE
 from tasks.mvs import MvsConfig
 from tasks.reconstruction import ReconstructionConfig
 from tasks.selection import SelectionConfig
@@ -28,6 +31,11 @@ from tasks.tracking import TrackingConfig
 class faceanything(luigi.Config):  # noqa: N801 - Luigi names the cfg section after the class
     """Where data comes from and where outputs go."""
 
+    profile = luigi.ChoiceParameter(
+        choices=("nersemble", "sample"),
+        default="nersemble",
+        description="nersemble: real data in data_root; sample: the synthetic sample subject",
+    )
     data_root = luigi.Parameter(
         default="data/sample", description="NeRSemble root holding {id}/calibration, sequences"
     )
@@ -44,9 +52,8 @@ class faceanything(luigi.Config):  # noqa: N801 - Luigi names the cfg section af
 
 
 class sample(luigi.Config):  # noqa: N801
-    """The embedded synthetic sample subject (used when data_root is `root`)."""
+    """The synthetic sample subject (profile = sample), made in data_root when missing."""
 
-    root = luigi.Parameter(default="data/sample", description="Where sample subjects are made")
     scale = luigi.IntParameter(
         default=4, description="Sample full resolution = NeRSemble's 2200x3208 / scale"
     )
@@ -88,14 +95,14 @@ def output_root() -> Path:
     return Path(faceanything().output_root)
 
 
-def is_sample_root() -> bool:
-    """True when the configured data root is the sample's: the pipeline then makes subjects."""
-    return data_root().resolve() == Path(sample().root).resolve()
+def is_sample() -> bool:
+    """True in the sample profile: the pipeline then makes missing subjects in data_root."""
+    return faceanything().profile == "sample"
 
 
 def downsample_factor() -> int:
     """The working downsample: the sample's own when building the sample."""
-    return sample().downsample if is_sample_root() else faceanything().downsample
+    return sample().downsample if is_sample() else faceanything().downsample
 
 
 def settings_tag(*settings: object) -> str:
@@ -122,7 +129,7 @@ def skip_sequences() -> tuple[str, ...]:
 
 
 def selection_config() -> SelectionConfig:
-    cfg = sample() if is_sample_root() else selection()
+    cfg = sample() if is_sample() else selection()
     return SelectionConfig(blendshape_count=cfg.blendshape_count, pose_count=cfg.pose_count)
 
 
@@ -152,16 +159,6 @@ def reconstruction_config() -> ReconstructionConfig:
         sfm=SfmConfig(mode=cfg.sfm_mode),
         mvs=MvsConfig(backend=cfg.depth_backend, device=cfg.device),
     )
-
-
-def flame_paths() -> tuple[Path | None, Path]:
-    """(FLAME pkl or None for the sample head model, its MediaPipe landmark embedding)."""
-    cfg = faceanything()
-    if cfg.flame_model:
-        if not cfg.flame_landmark_embedding:
-            raise ValueError("flame_model is set: set flame_landmark_embedding too (luigi.cfg)")
-        return Path(cfg.flame_model), Path(cfg.flame_landmark_embedding)
-    return None, Path(sample().root) / EMBEDDING_FILE
 
 
 def tracking_config() -> TrackingConfig:

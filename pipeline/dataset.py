@@ -11,7 +11,8 @@ import luigi
 from pipeline import config
 from pipeline.build import BuildSubject
 from pipeline.dataset_tasks import WriteShards
-from tasks import nersemble, shards
+from tasks.formats import shards
+from tasks.formats.names import validate_subject_id
 
 
 def read_manifest(path: Path) -> list[str]:
@@ -21,7 +22,7 @@ def read_manifest(path: Path) -> list[str]:
         subjects = data["subjects"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a manifest with a 'subjects' list ({err})") from err
-    return [nersemble.validate_subject_id(str(s)) for s in subjects]
+    return [validate_subject_id(str(s)) for s in subjects]
 
 
 class BuildDataset(luigi.Task):

@@ -10,7 +10,10 @@ import pandas as pd
 from pipeline import config
 from pipeline.common import SubjectParameter, progress_callback, subject_output
 from pipeline.reconstruction import Reconstruct, ReconstructSubject, TimestepTask
-from tasks import dataset, shard_pictures, shards, tracking
+from pipeline.subject import flame_paths
+from tasks import assemble, tracking
+from tasks.formats import shards
+from tasks.pictures import shard as shard_pictures
 
 
 class TrackSubject(luigi.Task):
@@ -28,10 +31,10 @@ class TrackSubject(luigi.Task):
         return luigi.LocalTarget(str(folder))
 
     def run(self) -> None:
-        flame_path, embedding_path = config.flame_paths()
+        flame_path, embedding_path = flame_paths()
         tracking.track_subject(
             subject=self.subject,
-            timesteps=dataset.tracking_inputs(pd.read_parquet(self.input().path)),
+            timesteps=assemble.tracking_inputs(pd.read_parquet(self.input().path)),
             flame_path=flame_path,
             embedding_path=embedding_path,
             out_dir=Path(self.output().path),
@@ -57,7 +60,7 @@ class Canonicalize(TimestepTask):
         return luigi.LocalTarget(str(self.folder / f"canonical-{tracking_tag}-{tag}"))
 
     def run(self) -> None:
-        dataset.canonicalize_reconstruction(
+        assemble.canonicalize_reconstruction(
             recon_dir=Path(self.input()["reconstruction"].path),
             tracking_dir=Path(self.input()["tracking"].path),
             sequence=self.sequence,
@@ -89,7 +92,7 @@ class WriteShards(luigi.Task):
             Canonicalize(subject=self.subject, sequence=s, frame=f) for s, f in steps
         ]
         recon = [Reconstruct(subject=self.subject, sequence=s, frame=f).output() for s, f in steps]
-        samples = dataset.shard_samples(
+        samples = assemble.shard_samples(
             subject=self.subject,
             timesteps=[
                 (s, f, Path(r.path), Path(c.path))

@@ -10,7 +10,8 @@ from pipeline import config
 from pipeline.common import SubjectParameter, progress_callback, subject_input, subject_output
 from pipeline.selection import SelectFrames
 from pipeline.subject import InspectSubject
-from tasks import frames, nersemble, reconstruction, report, selection
+from tasks import frames, reconstruction, report, selection
+from tasks.formats import nersemble
 
 
 def timestep_dir(subject: str, sequence: str, frame: int) -> Path:

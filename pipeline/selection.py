@@ -8,7 +8,9 @@ import pandas as pd
 from pipeline import config
 from pipeline.common import SubjectParameter, progress_callback, subject_input, subject_output
 from pipeline.subject import InspectSubject
-from tasks import nersemble, pictures, selection, signals
+from tasks import selection, signals
+from tasks.formats import nersemble
+from tasks.pictures import stages as pictures
 
 
 class ExtractSignals(luigi.Task):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import luigi
 
 from pipeline import config
 from pipeline.common import SubjectParameter, progress_callback, subject_input, subject_output
-from tasks import inventory, sample_subject
+from tasks import inventory
+from tasks.sample import subject as sample_subject
+from tasks.sample.landmark_embedding import EMBEDDING_FILE
 
 
 class GenerateSampleSubject(luigi.Task):
@@ -32,13 +36,26 @@ class GenerateSampleSubject(luigi.Task):
         )
 
 
+def flame_paths() -> tuple[Path | None, Path]:
+    """(FLAME pkl or None for the sample head model, its MediaPipe landmark embedding).
+
+    Without FLAME the sample head model is used, with the embedding the sample generator
+    measured in the sample's data root."""
+    cfg = config.faceanything()
+    if cfg.flame_model:
+        if not cfg.flame_landmark_embedding:
+            raise ValueError("flame_model is set: set flame_landmark_embedding too (luigi.cfg)")
+        return Path(cfg.flame_model), Path(cfg.flame_landmark_embedding)
+    return None, config.data_root() / EMBEDDING_FILE
+
+
 class InspectSubject(luigi.Task):
     """Check calibration and count every camera's frames before heavy work starts."""
 
     subject = SubjectParameter()
 
     def requires(self) -> list[luigi.Task]:
-        return [GenerateSampleSubject(subject=self.subject)] if config.is_sample_root() else []
+        return [GenerateSampleSubject(subject=self.subject)] if config.is_sample() else []
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(subject_output(self.subject) / "inventory.parquet"))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -32,8 +31,10 @@ import pandas as pd
 import trimesh
 from scipy.spatial import cKDTree
 
-from tasks.cameras import Camera, backproject_depth
-from tasks.exr import write_exr
+from tasks.formats.atomic import atomic_dir
+from tasks.formats.cameras import Camera, backproject_depth
+from tasks.formats.exr import write_exr
+from tasks.formats.ply import write_ply
 from tasks.progress import Progress, silent
 
 CLOUD_FILE = "canonical_points.ply"
@@ -268,34 +269,29 @@ def canonicalize_timestep(
     the tracked and canonical (V, 3) FLAME vertices; write them into `out_dir` atomically."""
     report = progress or silent
     final = Path(out_dir)
-    tmp = final.with_name(f".{final.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     surface = TrackedSurface(vertices=tracked_vertices, faces=faces)
     deformation = surface.vertices - np.asarray(canonical_vertices, dtype=np.float64)
     rows = []
-    for i, view in enumerate(views):
-        report(i / (len(views) + 1), f"canonical maps of camera {view.camera.serial}")
-        maps = canonicalize_view(view=view, surface=surface, deformation=deformation, config=config)
-        write_exr(tmp / view_file(view.camera.serial), maps)
-        rows.append(_view_row(view.camera.serial, maps))
-    report(len(views) / (len(views) + 1), "canonical point cloud")
-    cloud = canonicalize_points(
-        points=cloud_points, surface=surface, deformation=deformation, config=config
-    )
-    colors = None if cloud_colors is None else np.asarray(cloud_colors)[cloud.valid]
-    write_point_ply(
-        tmp / CLOUD_FILE,
-        points=cloud.canonical[cloud.valid],
-        distance=cloud.distance[cloud.valid],
-        colors=colors,
-    )
-    views_table = pd.DataFrame(rows)
-    views_table.to_parquet(tmp / VIEWS_FILE, compression="zstd", index=False)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:
+        for i, view in enumerate(views):
+            report(i / (len(views) + 1), f"canonical maps of camera {view.camera.serial}")
+            maps = canonicalize_view(
+                view=view, surface=surface, deformation=deformation, config=config
+            )
+            write_exr(tmp / view_file(view.camera.serial), maps)
+            rows.append(_view_row(view.camera.serial, maps))
+        report(len(views) / (len(views) + 1), "canonical point cloud")
+        cloud = canonicalize_points(
+            points=cloud_points, surface=surface, deformation=deformation, config=config
+        )
+        write_point_ply(
+            tmp / CLOUD_FILE,
+            points=cloud.canonical[cloud.valid],
+            distance=cloud.distance[cloud.valid],
+            colors=None if cloud_colors is None else np.asarray(cloud_colors)[cloud.valid],
+        )
+        views_table = pd.DataFrame(rows)
+        views_table.to_parquet(tmp / VIEWS_FILE, compression="zstd", index=False)
     report(1.0, "canonical maps written")
     return CanonicalTimestep(
         directory=final, views=views_table, cloud_points=int(cloud.valid.sum())
@@ -323,21 +319,8 @@ def write_point_ply(
 ) -> Path:
     """Binary little-endian PLY of (N, 3) float32 points with a per-point `distance` and
     optional (N, 3) uint8 colours, written atomically."""
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("distance", "<f4")]
+    columns = {name: points[:, axis] for axis, name in enumerate("xyz")}
+    columns["distance"] = distance
     if colors is not None:
-        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    table = np.empty(len(points), dtype=fields)
-    for axis, name in enumerate("xyz"):
-        table[name] = points[:, axis]
-    table["distance"] = distance
-    if colors is not None:
-        for axis, name in enumerate(("red", "green", "blue")):
-            table[name] = colors[:, axis]
-    kinds = {"<f4": "float", "u1": "uchar"}
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}"]
-    header += [f"property {kinds[kind]} {name}" for name, kind in fields]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.ply")
-    tmp.write_bytes(("\n".join([*header, "end_header"]) + "\n").encode() + table.tobytes())
-    os.replace(tmp, path)
-    return path
+        columns |= {name: colors[:, axis] for axis, name in enumerate(("red", "green", "blue"))}
+    return write_ply(path, columns)

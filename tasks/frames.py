@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -24,9 +22,10 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from tasks import video
-from tasks.cameras import SERIALS, Camera
-from tasks.nersemble import Subject, read_frames
+from tasks.formats import video
+from tasks.formats.atomic import atomic_dir
+from tasks.formats.cameras import SERIALS, Camera
+from tasks.formats.nersemble import Subject, read_frames
 from tasks.progress import Progress
 
 Status = Literal["ok", "dropped"]
@@ -108,23 +107,18 @@ def extract_frames(
     missing, undecodable or blank makes the timestep "dropped" with the reason.
     """
     output = Path(output)
-    tmp = fresh_sibling(output)
-    try:
+    with atomic_dir(output) as tmp:
         views = _write_views(subject, sequence, frame, tmp, config, progress)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    bad = [v for v in views if v.state != "ok"]
-    result = TimestepFrames(
-        sequence=sequence,
-        frame=frame,
-        status="dropped" if bad else "ok",
-        reason="; ".join(f"camera {v.serial} {v.state}: {v.reason}" for v in bad),
-        views=tuple(views),
-        directory=output,
-    )
-    _write_json(tmp / SUMMARY_FILE, _summary_dict(result, config))
-    replace_dir(tmp, output)
+        bad = [v for v in views if v.state != "ok"]
+        result = TimestepFrames(
+            sequence=sequence,
+            frame=frame,
+            status="dropped" if bad else "ok",
+            reason="; ".join(f"camera {v.serial} {v.state}: {v.reason}" for v in bad),
+            views=tuple(views),
+            directory=output,
+        )
+        _write_json(tmp / SUMMARY_FILE, _summary_dict(result, config))
     return result
 
 
@@ -249,24 +243,5 @@ def read_frames_summary(directory: Path) -> TimestepFrames:
         raise ValueError(f"{path}: not a readable frames summary ({e})") from e
 
 
-# ---------------------------------------------------------------- atomic folders
-
-
 def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=1))
-
-
-def fresh_sibling(final: Path) -> Path:
-    """An empty temporary sibling of `final` (replacing one a killed run left)."""
-    tmp = final.with_name(f".{final.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move `tmp` to `final`, replacing an older `final`."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)

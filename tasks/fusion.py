@@ -13,7 +13,7 @@ Layout (COLMAP's, made by `pycolmap.undistort_images` from the images and the Sf
 Half a pixel: COLMAP's SfM puts the centre of the top-left pixel at (0.5, 0.5), but its MVS
 (PatchMatch and fusion) casts the ray of pixel (col, row) through (col, row) with the same K.
 The workspace's principal points are moved by -0.5 px so that both agree with the OpenCV
-convention of `tasks.cameras`: the workspace K is our K. Measured on exact depth maps of the
+convention of `tasks.formats.cameras`: the workspace K is our K. Measured on exact depth maps of the
 sample head: fused points 0.02 mm (median) off the surface with the shift, 0.22 mm without.
 
 Map files are COLMAP's `Mat`: an ASCII header "W&H&C&", then float32 little-endian channel
@@ -28,7 +28,7 @@ import dataclasses
 import os
 import shutil
 import time
-import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
+import zlib  # noqa: F401  zlib must load before pycolmap (tasks.formats.colmap_cameras)
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -37,8 +37,10 @@ import cv2
 import numpy as np
 import pycolmap
 
-from tasks.cameras import Camera
-from tasks.colmap_cameras import serial_of
+from tasks.formats.atomic import atomic_file, write_bytes
+from tasks.formats.cameras import Camera
+from tasks.formats.colmap_cameras import serial_of
+from tasks.formats.ply import read_ply_vertices
 
 MapKind = Literal["photometric", "geometric"]
 FusionStatus = Literal["ok", "empty"]
@@ -177,13 +179,9 @@ def write_colmap_map(path: str | os.PathLike, array: np.ndarray) -> Path:
     if data.ndim == 2:
         data = data[..., None]
     height, width, channels = data.shape
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(f"{width}&{height}&{channels}&".encode())
-        f.write(np.ascontiguousarray(data.transpose(2, 0, 1), dtype="<f4").tobytes())
-    os.replace(tmp, path)
-    return path
+    header = f"{width}&{height}&{channels}&".encode()
+    body = np.ascontiguousarray(data.transpose(2, 0, 1), dtype="<f4").tobytes()
+    return write_bytes(path, header + body)
 
 
 def read_colmap_map(path: str | os.PathLike) -> np.ndarray:
@@ -261,12 +259,11 @@ def fuse_workspace(
         max_normal_error=config.max_normal_error,
         num_threads=config.num_threads,
     )
-    tmp = output_ply.with_name(f".{output_ply.stem}.tmp.ply")
-    model = pycolmap.stereo_fusion(
-        tmp, workspace.root, input_type=config.kind, options=options, output_type="ply"
-    )
-    os.replace(tmp, output_ply)
-    tmp.with_name(tmp.name + ".vis").unlink(missing_ok=True)
+    with atomic_file(output_ply) as tmp:
+        model = pycolmap.stereo_fusion(
+            tmp, workspace.root, input_type=config.kind, options=options, output_type="ply"
+        )
+        tmp.with_name(tmp.name + ".vis").unlink(missing_ok=True)
     count = model.num_points3D()
     reason = ""
     if not with_maps:
@@ -294,26 +291,9 @@ class FusedCloud:
     """(N, 3) uint8 RGB."""
 
 
-_PLY_TYPES = {"float": "<f4", "double": "<f8", "uchar": "u1", "int": "<i4", "uint": "<u4"}
-
-
 def read_fused_ply(path: str | os.PathLike) -> FusedCloud:
     """The vertices of a binary little-endian PLY written by COLMAP's fusion."""
-    raw = Path(path).read_bytes()
-    end = raw.find(b"end_header\n")
-    if not raw.startswith(b"ply\n") or end < 0:
-        raise ValueError(f"{path}: not a PLY file")
-    header = raw[:end].decode("ascii").splitlines()
-    if "format binary_little_endian 1.0" not in header:
-        raise ValueError(f"{path}: only binary little-endian PLY is read")
-    count, fields, in_vertex = 0, [], False
-    for words in (line.split() for line in header):
-        if words[:1] == ["element"]:
-            in_vertex = words[1] == "vertex"
-            count = int(words[2]) if in_vertex else count
-        elif words[:1] == ["property"] and in_vertex:
-            fields.append((words[2], _PLY_TYPES[words[1]]))
-    vertices = np.frombuffer(raw, dtype=np.dtype(fields), count=count, offset=end + 11)
+    vertices = read_ply_vertices(path)
 
     def columns(*names: str) -> np.ndarray:
         return np.stack([vertices[n] for n in names], axis=1)

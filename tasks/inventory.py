@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks import nersemble, video
-from tasks.cameras import SERIALS
+from tasks.formats import nersemble, video
+from tasks.formats.cameras import SERIALS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -22,12 +22,6 @@ class Inventory:
     """Subject id."""
     table: pd.DataFrame
     """One row per (sequence, serial): layout, frames, problem ('' when usable)."""
-
-    @property
-    def usable_sequences(self) -> list[str]:
-        """Sequences where every camera is readable."""
-        ok = self.table.groupby("sequence")["problem"].apply(lambda p: (p == "").all())
-        return sorted(ok[ok].index)
 
 
 def _count(subject: nersemble.Subject, *, sequence: str, serial: str) -> tuple[str, int, str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
+import zlib  # noqa: F401  zlib must load before pycolmap (tasks.formats.colmap_cameras)
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
@@ -27,9 +27,9 @@ import pycolmap
 import torch
 
 from tasks import mvs_torch
-from tasks.cameras import Camera, project, world_to_camera
-from tasks.colmap_cameras import serial_of
-from tasks.exr import write_exr
+from tasks.formats.cameras import Camera, project, world_to_camera
+from tasks.formats.colmap_cameras import serial_of
+from tasks.formats.exr import write_exr
 from tasks.frames import image_name
 from tasks.fusion import (
     DenseWorkspace,

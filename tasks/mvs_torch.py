@@ -1,7 +1,7 @@
 """PyTorch kernels of our multi-view stereo (`tasks.mvs`): warps, windowed NCC, sweeps, the
 geometric consistency check and normals from depth.
 
-Conventions of `tasks.cameras` (OpenCV axes, metres, pixel centres on integers). Maps are
+Conventions of `tasks.formats.cameras` (OpenCV axes, metres, pixel centres on integers). Maps are
 float32 tensors on one device: images (1, 1, H, W) grey in [0, 1], depth (H, W) camera z with
 NaN for invalid. Camera matrices are built in float64 on the CPU, then cast.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.cameras import Camera, downsample
+from tasks.formats.cameras import Camera, downsample
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Literal
 
-from tasks import fusion, mvs, pictures, sfm
-from tasks.cameras import SERIALS
+from tasks import fusion, mvs, sfm
+from tasks.formats.atomic import atomic_dir
+from tasks.formats.cameras import SERIALS
 from tasks.frames import IMAGES_DIR
+from tasks.pictures import stages as pictures
 from tasks.progress import Progress
 
 RECORD_FILE = "reconstruction.json"
@@ -58,10 +58,16 @@ def reconstruct_timestep(
     progress: Progress | None = None,
 ) -> dict:
     """Reconstruct the timestep whose frames are in `frames_dir` into `output` (atomic)."""
-    output = Path(output)
-    tmp = output.with_name(f".{output.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with atomic_dir(output) as tmp:
+        record = _reconstruct(frames_dir, tmp, config, progress)
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))
+    return record
+
+
+def _reconstruct(
+    frames_dir: Path, tmp: Path, config: ReconstructionConfig, progress: Progress | None
+) -> dict:
+    """SfM, then dense depth and fusion when SfM kept the timestep, inside `tmp`."""
     record = {"frames": str(frames_dir)}
     result = sfm.run_sfm(
         frames_dir=frames_dir,
@@ -81,10 +87,6 @@ def reconstruct_timestep(
         record.update(_dense(frames_dir, tmp, sparse, config, progress))
     else:
         record.update(status="dropped", reason=f"SfM: {result.reason}")
-    (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(tmp, output)
     return record
 
 

@@ -15,7 +15,7 @@ measure how well the images agree with the calibration. "calibrated" skips the m
 triangulates the matches with the calibrated poses (a view counts as registered when it sees
 enough of the points).
 
-Intrinsics and the alignment live in `tasks.colmap_cameras` (COLMAP's pixel convention, and
+Intrinsics and the alignment live in `tasks.formats.colmap_cameras` (COLMAP's pixel convention, and
 why zlib is imported before pycolmap).
 """
 
@@ -25,7 +25,7 @@ import dataclasses
 import json
 import shutil
 import time
-import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
+import zlib  # noqa: F401  zlib must load before pycolmap (tasks.formats.colmap_cameras)
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -33,8 +33,9 @@ from typing import Literal
 import numpy as np
 import pycolmap
 
-from tasks.cameras import SERIALS, Camera
-from tasks.colmap_cameras import (
+from tasks.formats.atomic import atomic_dir
+from tasks.formats.cameras import SERIALS, Camera
+from tasks.formats.colmap_cameras import (
     CameraModel,
     align_to_cameras,
     camera_residuals_mm,
@@ -44,11 +45,9 @@ from tasks.colmap_cameras import (
 from tasks.frames import (
     CAMERAS_FILE,
     IMAGES_DIR,
-    fresh_sibling,
     image_name,
     read_cameras_json,
     read_frames_summary,
-    replace_dir,
 )
 from tasks.progress import Progress, silent
 
@@ -157,16 +156,15 @@ def run_sfm(
     cameras = read_cameras_json(frames_dir / CAMERAS_FILE)
     frames = read_frames_summary(frames_dir)
     usable = [v.serial for v in frames.views if v.state == "ok"]
-    tmp = fresh_sibling(output)
-    try:
-        result = _reconstruct(frames_dir, tmp, cameras, usable, config, report)
-    except (RuntimeError, ValueError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise SfmError(f"SfM of {frames_dir} into {output} failed: {e}") from e
-    if result.status == "dropped" and frames.reason:
-        result = dataclasses.replace(result, reason=f"{result.reason}; frames: {frames.reason}")
-    _write_summary(tmp / SUMMARY_FILE, result, config)
-    replace_dir(tmp, output)
+    with atomic_dir(output) as tmp:
+        try:
+            result = _reconstruct(frames_dir, tmp, cameras, usable, config, report)
+        except (RuntimeError, ValueError) as e:
+            raise SfmError(f"SfM of {frames_dir} into {output} failed: {e}") from e
+        if result.status == "dropped" and frames.reason:
+            reason = f"{result.reason}; frames: {frames.reason}"
+            result = dataclasses.replace(result, reason=reason)
+        _write_summary(tmp / SUMMARY_FILE, result, config)
     report(1.0, f"{result.status}: {result.reason or 'all views registered'}")
     return dataclasses.replace(result, directory=output)
 
@@ -407,15 +405,3 @@ def _write_summary(path: Path, result: SfmResult, config: SfmConfig) -> None:
     data.pop("directory")
     data["config"] = dataclasses.asdict(config)
     path.write_text(json.dumps(data, indent=1))
-
-
-def read_sfm_summary(directory: Path) -> SfmResult:
-    """The result of an earlier `run_sfm` into `directory`, from its sfm.json."""
-    path = Path(directory) / SUMMARY_FILE
-    try:
-        data = json.loads(path.read_text())
-        data.pop("config")
-        data["timings"] = SfmTimings(**data["timings"])
-        return SfmResult(**data, directory=Path(directory))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a readable SfM summary ({e})") from e

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.spatial.transform import Rotation
 
-from tasks import nersemble, video
-from tasks.cameras import FRONTAL_SERIAL
 from tasks.face_landmarker import BLENDSHAPE_NAMES, FaceLandmarkerConfig, FaceLandmarkerRunner
+from tasks.formats import nersemble, video
+from tasks.formats.cameras import FRONTAL_SERIAL
 from tasks.progress import Progress
 
 _METADATA_KEY = b"faceanything.signals"

@@ -29,7 +29,6 @@ from typing import Literal
 import cv2
 import numpy as np
 import pandas as pd
-import trimesh
 from matplotlib.figure import Figure
 
 from flame_tracking.loading import load_flame, load_landmark_embedding
@@ -41,22 +40,23 @@ from flame_tracking.observations import (
     voxel_downsample,
 )
 from flame_tracking.sample_model import build_sample_model
+from flame_tracking.settings import PER_TIMESTEP, TrackerConfig
 from flame_tracking.tracker import (
-    PER_TIMESTEP,
     TimestepReport,
-    TrackerConfig,
     TrackingResult,
     neutral_vertices,
     posed_vertices,
     track,
 )
-from tasks.cameras import FRONTAL_SERIAL, Camera, project
 from tasks.face_landmarker import FaceLandmarkerConfig, FaceLandmarkerRunner
-from tasks.frames import CAMERAS_FILE, fresh_sibling, image_path, read_cameras_json, replace_dir
+from tasks.formats.atomic import atomic_dir
+from tasks.formats.cameras import FRONTAL_SERIAL, Camera, project
+from tasks.formats.ply import write_ply
+from tasks.frames import CAMERAS_FILE, image_path, read_cameras_json
 from tasks.fusion import read_fused_ply
-from tasks.pictures import save_figure
+from tasks.pictures.render import overlay_mesh
+from tasks.pictures.stages import save_figure
 from tasks.progress import Progress, silent
-from tasks.render import overlay_mesh
 
 PARAMS_FILE = "params.parquet"
 IDENTITY_FILE = "identity.parquet"
@@ -187,8 +187,8 @@ def mesh_path(out_dir: Path, *, sequence: str, frame: int) -> Path:
 
 def _write_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
-    path.write_bytes(trimesh.exchange.ply.export_ply(mesh, encoding="binary"))
+    xyz = np.asarray(vertices, dtype=np.float64)  # double, as the meshes always were
+    write_ply(path, {name: xyz[:, axis] for axis, name in enumerate("xyz")}, faces=faces)
 
 
 def _tables(result: TrackingResult) -> dict[str, pd.DataFrame]:
@@ -226,7 +226,20 @@ def write_tracking_outputs(
     """Write every output of the module docstring into a temporary sibling of `out_dir`,
     then rename it into place (an older `out_dir` is replaced)."""
     out_dir = Path(out_dir)
-    tmp = fresh_sibling(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        _fill_output(tmp, model=model, result=result, inputs=inputs, config=config, timings=timings)
+    return out_dir
+
+
+def _fill_output(
+    tmp: Path,
+    *,
+    model: FlameModel,
+    result: TrackingResult,
+    inputs: Sequence[TimestepInput],
+    config: TrackingConfig,
+    timings: Mapping[str, float],
+) -> None:
     for name, table in _tables(result).items():
         table.to_parquet(tmp / name, compression="zstd", index=False)
     (tmp / TIMINGS_FILE).write_text(json.dumps(dict(timings), indent=1))
@@ -251,8 +264,6 @@ def write_tracking_outputs(
             rows=config.overlay_timesteps,
             style=config.overlay_style,
         )
-    replace_dir(tmp, out_dir)
-    return out_dir
 
 
 def _spread(items: Sequence[str], count: int) -> list[str]:

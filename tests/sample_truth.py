@@ -1,5 +1,5 @@
 """A small slice of the sample subject for tests: a few cameras and frames of two sequences,
-drawn by the sample subject's own world (`tasks.sample_world`) at the working resolution and
+drawn by the sample subject's own world (`tasks.sample.world`) at the working resolution and
 written in its formats (truth maps EXR, params Parquet, RGB PNG), once per test session.
 
 The world is built without what nothing here uses and would cost a minute: the MediaPipe
@@ -21,12 +21,12 @@ import torch
 from flame_tracking.lbs import FlameLayer, FlameParams
 from flame_tracking.model import FlameModel
 from flame_tracking.sample_model import build_sample_model
-from tasks import sample_world
-from tasks.cameras import Camera, pixel_rays
-from tasks.exr import read_exr, write_exr
-from tasks.nersemble import read_cameras, write_cameras
-from tasks.sample_scene import PARAMETER_NAMES, background
-from tasks.sample_world import (
+from tasks.formats.cameras import Camera, pixel_rays
+from tasks.formats.exr import read_exr, write_exr
+from tasks.formats.nersemble import read_cameras, write_cameras
+from tasks.sample import world as sample_world
+from tasks.sample.scene import PARAMETER_NAMES, background
+from tasks.sample.world import (
     SampleSubjectConfig,
     SampleWorld,
     build_world,

@@ -12,7 +12,6 @@ import pytest
 import trimesh
 from sample_truth import SERIALS_USED, Truth, along_rays, sample_truth
 
-from tasks.cameras import backproject_depth
 from tasks.canonical import (
     CLOUD_FILE,
     VIEWS_FILE,
@@ -25,7 +24,8 @@ from tasks.canonical import (
     normals_from_depth,
     view_file,
 )
-from tasks.exr import read_exr
+from tasks.formats.cameras import backproject_depth
+from tasks.formats.exr import read_exr
 
 VIEWS = (("EXP-1-head", 2, "222200036"), ("EMO-1-shout+laugh", 1, "222200041"))
 """A turned head seen from the side, a strong expression seen from above."""

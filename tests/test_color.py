@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasks.color import (
+from tasks.formats.color import (
     CHEUNG2004_TERMS,
     apply_color_correction,
     augment_cheung2004,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import zlib  # noqa: F401  zlib must load before pycolmap (tasks.colmap_cameras)
+import zlib  # noqa: F401  zlib must load before pycolmap (tasks.formats.colmap_cameras)
 from pathlib import Path
 
 import cv2
@@ -22,10 +22,10 @@ import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
-from tasks import sample_world
-from tasks.cameras import Camera, backproject_depth, project
-from tasks.colmap_cameras import colmap_camera
-from tasks.exr import read_exr
+from tasks.formats.cameras import Camera, backproject_depth, invert_rigid, project
+from tasks.formats.colmap_cameras import colmap_camera
+from tasks.formats.exr import read_exr
+from tasks.formats.nersemble import load_subject
 from tasks.frames import FramesConfig, extract_frames, image_name
 from tasks.fusion import (
     DenseWorkspace,
@@ -47,8 +47,8 @@ from tasks.mvs import (
     resolve_backend,
     run_mvs,
 )
-from tasks.nersemble import load_subject
-from tasks.sample_subject import (
+from tasks.sample import world as sample_world
+from tasks.sample.subject import (
     SampleSubjectConfig,
     generate_sample_subject,
     ground_truth_dir,
@@ -283,7 +283,7 @@ def test_no_depth_range_is_a_recorded_failure(scene: Scene) -> None:
     views = load_views(scene.workspace)
     flat, empty = image_name(CHECKED[0]), image_name(CHECKED[1])
     camera = views[flat].camera
-    ahead = camera.center + camera.cam_2_world[:3, 2]  # 1 m along the optical axis
+    ahead = camera.center + invert_rigid(camera.world_2_cam)[:3, 2]  # 1 m along the optical axis
     views[flat] = dataclasses.replace(views[flat], points=np.tile(ahead, (50, 1)))
     views[empty] = dataclasses.replace(
         views[empty], points=np.zeros((0, 3)), point_ids=np.zeros(0, dtype=np.int64)

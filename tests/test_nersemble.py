@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from tasks.cameras import FULL_SIZE, SERIALS, Camera, downsample
-from tasks.color import apply_color_correction
-from tasks.nersemble import (
+from tasks.formats.cameras import FULL_SIZE, SERIALS, Camera, downsample
+from tasks.formats.color import apply_color_correction
+from tasks.formats.nersemble import (
     DataError,
     background_path,
     camera_params_path,
@@ -31,7 +31,7 @@ from tasks.nersemble import (
     write_cameras,
     write_color_calibration,
 )
-from tasks.video import write_video
+from tasks.formats.video import write_video
 
 WIDTH, HEIGHT = 64, 96
 """Image size of the test cameras: even, and divisible by 4."""

@@ -5,10 +5,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tasks.exr import write_exr
+from tasks.formats.exr import write_exr
 from tasks.frames import image_path
 from tasks.mvs import maps_path
-from tasks.pictures import depth_picture
+from tasks.pictures.stages import depth_picture
 
 
 def test_depth_picture_puts_image_depth_and_normals_side_by_side(tmp_path: Path) -> None:

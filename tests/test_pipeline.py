@@ -24,16 +24,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import shards, video
-from tasks.sample_subject import SampleSubjectConfig, generate_sample_subject
+from tasks.formats import shards, video
+from tasks.sample.subject import SampleSubjectConfig, generate_sample_subject
 
 BLANKED = "222200049"
 FRAMES = 2
 SETTINGS = """[faceanything]
 data_root = {data}
 output_root = {out}
+profile = sample
 [sample]
-root = {data}
 frames_per_sequence = {frames}
 blendshape_count = 2
 pose_count = 1

@@ -6,8 +6,8 @@ import trimesh
 from scipy.ndimage import binary_dilation
 from scipy.spatial.transform import Rotation
 
-from tasks.cameras import Camera, backproject_depth, pixel_rays, project
-from tasks.render import (
+from tasks.formats.cameras import Camera, backproject_depth, pixel_rays, project
+from tasks.pictures.render import (
     Scene,
     interpolate,
     overlay_mesh,

@@ -16,22 +16,22 @@ from scipy import ndimage
 from skimage import data
 
 from flame_tracking.loading import load_landmark_embedding
-from tasks import video
-from tasks.cameras import FRONTAL_SERIAL, SERIALS, backproject_depth, project
-from tasks.color import apply_color_correction
-from tasks.exr import read_exr
 from tasks.face_landmarker import FaceLandmarkerConfig, FaceLandmarkerRunner
-from tasks.landmark_embedding import EMBEDDING_FILE
-from tasks.nersemble import list_sequences, load_subject, read_frames, video_path
-from tasks.sample_appearance import PHOTO_KEYPOINTS, bake_texture
-from tasks.sample_scene import RIG, build_rig, record
-from tasks.sample_subject import (
+from tasks.formats import video
+from tasks.formats.cameras import FRONTAL_SERIAL, SERIALS, backproject_depth, project
+from tasks.formats.color import apply_color_correction
+from tasks.formats.exr import read_exr
+from tasks.formats.nersemble import list_sequences, load_subject, read_frames, video_path
+from tasks.sample.appearance import PHOTO_KEYPOINTS, bake_texture
+from tasks.sample.landmark_embedding import EMBEDDING_FILE
+from tasks.sample.scene import RIG, build_rig, record
+from tasks.sample.subject import (
     SampleSubjectConfig,
     generate_sample_subject,
     ground_truth_dir,
     ground_truth_map_path,
 )
-from tasks.sample_world import (
+from tasks.sample.world import (
     SampleWorld,
     build_world,
     ground_truth_view,

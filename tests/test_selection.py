@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from pipeline import config
-from tasks import nersemble
-from tasks.sample_subject import SampleSubjectConfig, generate_sample_subject
+from tasks.formats import nersemble
+from tasks.sample.subject import SampleSubjectConfig, generate_sample_subject
 from tasks.selection import (
     BLENDSHAPE,
     POSE,

@@ -9,6 +9,7 @@ from larger videos as in the real pipeline, in the slow test.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,9 +18,11 @@ import numpy as np
 import pycolmap
 import pytest
 
-from tasks.cameras import FRONTAL_SERIAL, SERIALS, project
-from tasks.colmap_cameras import serial_of
-from tasks.exr import read_exr
+from tasks.formats.cameras import FRONTAL_SERIAL, SERIALS, project
+from tasks.formats.colmap_cameras import serial_of
+from tasks.formats.exr import read_exr
+from tasks.formats.nersemble import Subject, load_subject, read_background, read_frames, video_path
+from tasks.formats.video import write_video
 from tasks.frames import (
     FramesConfig,
     TimestepFrames,
@@ -28,11 +31,9 @@ from tasks.frames import (
     read_cameras_json,
     read_frames_summary,
 )
-from tasks.nersemble import Subject, load_subject, read_background, read_frames, video_path
-from tasks.sample_subject import SampleSubjectConfig, generate_sample_subject
-from tasks.sample_world import ground_truth_map_path
-from tasks.sfm import SfmConfig, SfmError, SfmResult, read_sfm_summary, run_sfm
-from tasks.video import write_video
+from tasks.sample.subject import SampleSubjectConfig, generate_sample_subject
+from tasks.sample.world import ground_truth_map_path
+from tasks.sfm import SUMMARY_FILE, SfmConfig, SfmError, SfmResult, SfmTimings, run_sfm
 
 SEQUENCE = "EXP-1-head"
 FRAME = 0
@@ -41,6 +42,18 @@ WORKING = 2
 FAST_MEDIAN_MM = 2.5
 """Camera-centre residual bound at 275x401, where ~1.4 mm is measured (3.4 mm without the
 robust bundle adjustment)."""
+
+
+def read_sfm_summary(directory: Path) -> SfmResult:
+    """The result of an earlier `run_sfm` into `directory`, from its sfm.json."""
+    path = Path(directory) / SUMMARY_FILE
+    try:
+        data = json.loads(path.read_text())
+        data.pop("config")
+        data["timings"] = SfmTimings(**data["timings"])
+        return SfmResult(**data, directory=Path(directory))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a readable SfM summary ({e})") from e
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -23,15 +23,11 @@ from sample_truth import SERIALS_USED, Truth, along_rays, sample_truth
 from faceanything.correspondence import CanonicalIndex, ShardDataset, match_views
 from flame_tracking.lbs import FlameLayer, FlameParams
 from flame_tracking.sample_model import build_sample_model
-from tasks.cameras import SERIALS, project
 from tasks.canonical import CanonicalConfig, ViewDepth, canonicalize_timestep, view_file
-from tasks.exr import read_exr, write_exr
-from tasks.nersemble import load_subject, read_cameras, read_frames
-from tasks.sample_scene import PARAMETER_NAMES
-from tasks.sample_subject import SampleSubjectConfig, generate_sample_subject
-from tasks.sample_world import ground_truth_map_path
-from tasks.shard_pictures import tracks_picture
-from tasks.shards import (
+from tasks.formats.cameras import SERIALS, project
+from tasks.formats.exr import read_exr, write_exr
+from tasks.formats.nersemble import load_subject, read_cameras, read_frames
+from tasks.formats.shards import (
     INDEX_FILE,
     INDEX_SCHEMA,
     ShardError,
@@ -44,6 +40,10 @@ from tasks.shards import (
     write_manifest,
     write_shard,
 )
+from tasks.pictures.shard import tracks_picture
+from tasks.sample.scene import PARAMETER_NAMES
+from tasks.sample.subject import SampleSubjectConfig, generate_sample_subject
+from tasks.sample.world import ground_truth_map_path
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +310,7 @@ def test_foreign_index_and_cli_exit_codes(written: tuple[Path, list], tmp_path: 
     pq.write_table(table, shard / INDEX_FILE)
     (problem,) = validate(shard)
     assert problem.file == INDEX_FILE and "['K']" in problem.message
-    run = [sys.executable, "-m", "tasks.shards", "validate"]
+    run = [sys.executable, "-m", "tasks.formats.shards", "validate"]
     repo = Path(__file__).parents[1]
     good = subprocess.run([*run, str(written[0])], cwd=repo, capture_output=True, text=True)
     bad = subprocess.run([*run, str(shard)], cwd=repo, capture_output=True, text=True)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import skimage.data
 
-from tasks import nersemble
-from tasks.cameras import FRONTAL_SERIAL, SERIALS, Camera
+from tasks.formats import nersemble
+from tasks.formats.cameras import FRONTAL_SERIAL, SERIALS, Camera
+from tasks.formats.video import write_video
 from tasks.signals import SignalsConfig, extract_signals, read_signals, write_signals
-from tasks.video import write_video
 
 
 def _astronaut_frames(n: int) -> list[np.ndarray]:

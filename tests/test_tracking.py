@@ -32,29 +32,28 @@ from flame_tracking.observations import (
     pack_landmarks,
     voxel_downsample,
 )
+from flame_tracking.settings import PER_TIMESTEP, TrackerConfig
 from flame_tracking.subset import restrict_model
 from flame_tracking.tracker import (
-    PER_TIMESTEP,
-    TrackerConfig,
     neutral_vertices,
     posed_vertices,
     track,
 )
 from tasks import tracking
-from tasks.cameras import FRONTAL_SERIAL, SERIALS, project
 from tasks.face_landmarker import FaceLandmarkerConfig, FaceLandmarkerRunner
+from tasks.formats.cameras import FRONTAL_SERIAL, SERIALS, project
 from tasks.frames import image_path
 from tasks.fusion import read_fused_ply
-from tasks.landmark_embedding import EMBEDDING_FILE
-from tasks.sample_scene import landmark_points
-from tasks.sample_tracking_inputs import (
+from tasks.sample.landmark_embedding import EMBEDDING_FILE
+from tasks.sample.scene import landmark_points
+from tasks.sample.tracking_inputs import (
     FUSED_FILE,
     CloudConfig,
     empty_view,
     write_sample_inputs,
     write_timestep,
 )
-from tasks.sample_world import SampleSubjectConfig, SampleWorld, build_world
+from tasks.sample.world import SampleSubjectConfig, SampleWorld, build_world
 
 FRAMES = 2
 """Frames per sequence of the test sample."""

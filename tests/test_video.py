@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from tasks.video import (
+from tasks.formats.video import (
     NERSEMBLE_FPS,
     VideoError,
     count_frames,

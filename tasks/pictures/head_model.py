@@ -1,6 +1,6 @@
 """A picture of a FLAME-structured head model: neutral, expressions, jaw, eyes, identities.
 
-    .venv/bin/python -m tasks.head_model_picture docs/sample_head_model.png
+    .venv/bin/python -m tasks.pictures.head_model docs/sample_head_model.png
 
 Uses the embedded sample head model unless `--flame` names a user's FLAME pkl.
 """
@@ -18,9 +18,9 @@ from flame_tracking.lbs import FlameLayer, FlameParams
 from flame_tracking.loading import load_flame
 from flame_tracking.model import FlameModel
 from flame_tracking.sample_model import EXPRESSION_NAMES, build_sample_model
-from tasks.cameras import Camera
-from tasks.pictures import save_figure
-from tasks.render import Scene, rasterize, shade, smooth_normals
+from tasks.formats.cameras import Camera
+from tasks.pictures.render import Scene, rasterize, shade, smooth_normals
+from tasks.pictures.stages import save_figure
 
 
 def _camera(yaw_deg: float, *, size: tuple[int, int] = (300, 380)) -> Camera:

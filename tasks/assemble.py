@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import trimesh
 
-from tasks import canonical, fusion, shards, tracking
-from tasks.exr import read_exr
+from tasks import canonical, fusion, tracking
+from tasks.formats import shards
+from tasks.formats.exr import read_exr
 from tasks.frames import CAMERAS_FILE, image_path, read_cameras_json
 from tasks.mvs import maps_path
 from tasks.progress import Progress

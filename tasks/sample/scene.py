@@ -1,7 +1,7 @@
 """The sample subject's world: camera rig, motion, studio background, colour casts, rendering.
 
 World frame = FLAME axes (metres, y up, the head at the origin facing +z). Cameras follow
-`tasks.cameras` (OpenCV axes, pixel centres on integers). Everything is drawn from seeded
+`tasks.formats.cameras` (OpenCV axes, pixel centres on integers). Everything is drawn from seeded
 `np.random.default_rng` streams, so a view of a frame renders the same pixels every time,
 alone or inside a full generation.
 """
@@ -16,9 +16,9 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from flame_tracking.model import FlameModel
-from tasks.cameras import FULL_SIZE, SERIALS, Camera, downsample, pixel_rays, project
-from tasks.color import linear_to_srgb
-from tasks.render import Fragments, Scene, interpolate, rasterize, shade
+from tasks.formats.cameras import FULL_SIZE, SERIALS, Camera, downsample, pixel_rays, project
+from tasks.formats.color import linear_to_srgb
+from tasks.pictures.render import Fragments, Scene, interpolate, rasterize, shade
 
 RIG: tuple[tuple[float, float], ...] = (
     *((-60.0, 0.0), (-58.0, 15.0), (-45.0, 0.0), (-40.0, 15.0), (-30.0, 0.0), (-20.0, 15.0)),

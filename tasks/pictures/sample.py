@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tasks.cameras import SERIALS
-from tasks.exr import read_exr
-from tasks.nersemble import load_subject, read_frames
-from tasks.pictures import save_figure
-from tasks.sample_scene import RIG
-from tasks.sample_world import ground_truth_map_path
+from tasks.formats.cameras import SERIALS
+from tasks.formats.exr import read_exr
+from tasks.formats.nersemble import load_subject, read_frames
+from tasks.pictures.stages import save_figure
+from tasks.sample.scene import RIG
+from tasks.sample.world import ground_truth_map_path
 
 
 def contact_sheet(*, subject_dir: Path, sequence: str, frame: int, path: str | os.PathLike) -> Path:

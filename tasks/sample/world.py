@@ -19,11 +19,12 @@ import torch
 from flame_tracking.lbs import FlameLayer, FlameParams
 from flame_tracking.model import FlameModel
 from flame_tracking.sample_model import build_sample_model, template_keypoints
-from tasks.cameras import FULL_SIZE, SERIALS, Camera, downsample
-from tasks.landmark_embedding import cached_landmark_embedding
-from tasks.nersemble import subject_dir, validate_subject_id
-from tasks.sample_appearance import bake_texture
-from tasks.sample_scene import (
+from tasks.formats.cameras import FULL_SIZE, SERIALS, Camera, downsample
+from tasks.formats.names import validate_subject_id
+from tasks.formats.nersemble import subject_dir
+from tasks.sample.appearance import bake_texture
+from tasks.sample.landmark_embedding import cached_landmark_embedding
+from tasks.sample.scene import (
     PosedFrame,
     background,
     build_rig,

@@ -21,9 +21,9 @@ from skimage.transform import ThinPlateSplineTransform
 
 from flame_tracking.model import FlameModel
 from flame_tracking.sample_model import template_keypoints
-from tasks.cameras import Camera
-from tasks.color import srgb_to_linear
-from tasks.render import Scene, interpolate, rasterize
+from tasks.formats.cameras import Camera
+from tasks.formats.color import srgb_to_linear
+from tasks.pictures.render import Scene, interpolate, rasterize
 
 PHOTO_KEYPOINTS: dict[str, tuple[float, float]] = {
     "eye_left": (246.4, 103.8),

@@ -9,17 +9,16 @@ Two frame layouts, detected per sequence:
 Calibration is `calibration/camera_params.json` (world_2_cam per serial; one K, or one per
 serial as the benchmark kit stores it; optional `image_size` [width, height], else
 `FULL_SIZE`) and `calibration/color_calibration.json` (serial -> (3, terms) matrix).
-Decoding lives in `tasks.video`, colour in `tasks.color`, camera conventions in `tasks.cameras`.
+Decoding lives in `tasks.formats.video`, colour in `tasks.formats.color`, camera conventions
+in `tasks.formats.cameras`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -27,14 +26,15 @@ from typing import Literal, NamedTuple
 import cv2
 import numpy as np
 
-from tasks import video
-from tasks.cameras import FULL_SIZE, SERIALS, Camera
-from tasks.cameras import downsample as downsample_camera
-from tasks.color import apply_color_correction, validate_color_matrix
+from tasks.formats import video
+from tasks.formats.atomic import write_json
+from tasks.formats.cameras import FULL_SIZE, SERIALS, Camera
+from tasks.formats.cameras import downsample as downsample_camera
+from tasks.formats.color import apply_color_correction, validate_color_matrix
+from tasks.formats.names import plain_name, validate_subject_id
 
 Layout = Literal["video", "images"]
 
-_SUBJECT_RE = re.compile(r"[A-Za-z0-9_-]+")
 _SEQUENCE_RE = re.compile(r"[A-Za-z0-9_+-]+")
 _FRAME_DIR_RE = re.compile(r"frame_(\d+)")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -49,17 +49,6 @@ class DataError(ValueError):
 # ---------------------------------------------------------------- names and paths
 
 
-def _plain_name(value: str, *, pattern: re.Pattern[str], what: str, allowed: str) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(f"bad {what} {value!r}: use only letters, digits and {allowed}")
-    return value
-
-
-def validate_subject_id(subject: str) -> str:
-    """The id unchanged if it is plain (letters, digits, '_', '-'), so it can name a folder."""
-    return _plain_name(subject, pattern=_SUBJECT_RE, what="subject id", allowed="'_-'")
-
-
 def _validate_serial(serial: str) -> str:
     if serial not in SERIALS:
         raise ValueError(f"unknown camera serial {serial!r}; NeRSemble's are {SERIALS}")
@@ -68,8 +57,7 @@ def _validate_serial(serial: str) -> str:
 
 def subject_dir(*, root: str | os.PathLike, subject: str) -> Path:
     """`{root}/{id:03d}`: numeric ids are zero-padded to three digits as the kit stores them."""
-    subject = validate_subject_id(subject)
-    return Path(root) / (f"{int(subject):03d}" if subject.isdigit() else subject)
+    return Path(root) / validate_subject_id(subject)
 
 
 def camera_params_path(subject_dir: Path) -> Path:
@@ -83,7 +71,7 @@ def color_calibration_path(subject_dir: Path) -> Path:
 
 
 def _sequence_dir(subject_dir: Path, sequence: str) -> Path:
-    name = _plain_name(sequence, pattern=_SEQUENCE_RE, what="sequence name", allowed="'_+-'")
+    name = plain_name(sequence, pattern=_SEQUENCE_RE, what="sequence name", allowed="'_+-'")
     return Path(subject_dir) / "sequences" / name
 
 
@@ -132,19 +120,6 @@ def _load_json(path: Path, what: str) -> object:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON: {e}") from e
-
-
-def _write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _matrix(value: object, *, shape: tuple[int, int], path: Path, what: str) -> np.ndarray:
@@ -237,7 +212,7 @@ def write_cameras(subject_dir: Path, cameras: Mapping[str, Camera]) -> Path:
         "intrinsics": intrinsics,
         "image_size": [width, height],
     }
-    _write_json_atomic(path, data)
+    write_json(path, data)
     return path
 
 
@@ -264,7 +239,7 @@ def write_color_calibration(subject_dir: Path, matrices: Mapping[str, np.ndarray
     path = color_calibration_path(subject_dir)
     _check_serials(matrices, path=path, what="colour calibration", complete=False)
     data = {s: validate_color_matrix(matrices[s]).tolist() for s in SERIALS if s in matrices}
-    _write_json_atomic(path, data)
+    write_json(path, data)
     return path
 
 

@@ -1,7 +1,7 @@
 """COLMAP models and the calibrated cameras: intrinsics in COLMAP's pixel convention, and a
 model moved into the calibrated world with the residuals of its camera centres.
 
-COLMAP puts the centre of the top-left pixel at (0.5, 0.5), OpenCV (and `tasks.cameras`) at
+COLMAP puts the centre of the top-left pixel at (0.5, 0.5), OpenCV (and `tasks.formats.cameras`) at
 (0, 0): principal points move by half a pixel between the two.
 
 pycolmap 4.2.1 imported before anything has loaded zlib (numpy, cv2, Python's zlib) breaks
@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pycolmap
 
-from tasks.cameras import SERIALS, Camera
+from tasks.formats.cameras import SERIALS, Camera
 
 CameraModel = Literal["PINHOLE", "OPENCV"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,8 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tasks import nersemble, selection  # noqa: E402
-from tasks.exr import read_exr  # noqa: E402
+from tasks import selection  # noqa: E402
+from tasks.formats import nersemble  # noqa: E402
+from tasks.formats.atomic import atomic_file  # noqa: E402
+from tasks.formats.exr import read_exr  # noqa: E402
 from tasks.frames import image_path  # noqa: E402
 from tasks.mvs import maps_path  # noqa: E402
 
@@ -24,13 +25,12 @@ _CRITERION_COLOURS = {selection.BLENDSHAPE: "tab:orange", selection.POSE: "tab:g
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Write a PNG atomically and close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def _pca_2d(x: np.ndarray) -> np.ndarray:
@@ -130,9 +130,6 @@ def depth_picture(
     if grid.shape[1] > max_width:
         size = (max_width, round(grid.shape[0] * max_width / grid.shape[1]))
         grid = cv2.resize(grid, size, interpolation=cv2.INTER_AREA)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
-    return path
+    with atomic_file(path) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    return Path(path)

@@ -17,11 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tasks.cameras import SERIALS, Camera, backproject_depth
+from tasks.formats.cameras import SERIALS, Camera, backproject_depth
+from tasks.formats.nersemble import downsample_image
+from tasks.formats.ply import write_ply
 from tasks.frames import CAMERAS_FILE, image_path, write_cameras_json
-from tasks.nersemble import downsample_image
-from tasks.sample_scene import PosedFrame, record, shade_view
-from tasks.sample_world import SampleWorld, ground_truth_view
+from tasks.sample.scene import PosedFrame, record, shade_view
+from tasks.sample.world import SampleWorld, ground_truth_view
 from tasks.tracking import TimestepInput
 
 FUSED_FILE = "fused.ply"
@@ -85,18 +86,11 @@ def truth_cloud(
 
 
 def write_fused_ply(path: Path, points: np.ndarray, normals: np.ndarray) -> Path:
-    """COLMAP fusion's binary PLY layout: x y z nx ny nz (float32), red green blue (uchar,
-    grey here)."""
-    names = ("x", "y", "z", "nx", "ny", "nz", "red", "green", "blue")
-    kinds = ("<f4",) * 6 + ("u1",) * 3
-    table = np.full(len(points), 128, dtype=list(zip(names, kinds, strict=True)))
-    for k, name in enumerate(names[:6]):
-        table[name] = (points if k < 3 else normals)[:, k % 3]
-    types = {"<f4": "float", "u1": "uchar"}
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}"]
-    header += [f"property {types[k]} {n}" for n, k in zip(names, kinds, strict=True)]
-    path.write_bytes(("\n".join([*header, "end_header"]) + "\n").encode() + table.tobytes())
-    return path
+    """COLMAP fusion's PLY layout: x y z nx ny nz (float32), red green blue (grey here)."""
+    columns = {n: points[:, k] for k, n in enumerate("xyz")}
+    columns |= {n: normals[:, k] for k, n in enumerate(("nx", "ny", "nz"))}
+    columns |= {n: np.full(len(points), 128, np.uint8) for n in ("red", "green", "blue")}
+    return write_ply(path, columns)
 
 
 def write_timestep(

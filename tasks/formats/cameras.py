@@ -53,17 +53,6 @@ class Camera:
     height: int
     """Image height in pixels."""
 
-    @property
-    def cam_2_world(self) -> np.ndarray:
-        """(4, 4) inverse of `world_2_cam`."""
-        return invert_rigid(self.world_2_cam)
-
-    @property
-    def center(self) -> np.ndarray:
-        """(3,) camera centre in world coordinates (metres)."""
-        r, t = self.world_2_cam[:3, :3], self.world_2_cam[:3, 3]
-        return -r.T @ t
-
 
 def invert_rigid(T: np.ndarray) -> np.ndarray:
     """Inverse of a (4, 4) rigid transform without a general matrix inverse."""

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import OpenEXR
 
+from tasks.formats.atomic import atomic_file
+
 
 def write_exr(path: str | os.PathLike, channels: dict[str, np.ndarray]) -> Path:
     """Write (H, W) or (H, W, 3) float maps atomically (temporary file, then rename).
@@ -29,9 +31,8 @@ def write_exr(path: str | os.PathLike, channels: dict[str, np.ndarray]) -> Path:
         for name, a in channels.items()
     }
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    tmp = path.with_name(f".{path.name}.tmp.exr")
-    OpenEXR.File(header, data).write(str(tmp))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        OpenEXR.File(header, data).write(str(tmp))
     return path
 
 

@@ -8,11 +8,11 @@ A shard is a self-contained folder that trains without the raw dataset:
 
 Maps are at the image's size: depth (camera z, m, NaN where none), canonical (H, W, 3)
 FLAME metres (NaN where none), normal (H, W, 3) unit world normals, mask (1 where canonical is
-valid); further channels (e.g. distance) may follow. Cameras follow `tasks.cameras` (OpenCV,
+valid); further channels (e.g. distance) may follow. Cameras follow `tasks.formats.cameras` (OpenCV,
 K for the stored size, world_2_cam). A dataset folder holds shards and `manifest.json`, which
 lists them with their index checksums.
 
-    python -m tasks.shards validate DIR [DIR ...]    # a shard or a dataset; exit 1 on problems
+    python -m tasks.formats.shards validate DIR [DIR ...]  # a shard or a dataset; 1 on problems
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.cameras import Camera
-from tasks.exr import read_exr
-from tasks.nersemble import validate_subject_id
+from tasks.formats.atomic import atomic_dir, write_json
+from tasks.formats.cameras import Camera
+from tasks.formats.exr import read_exr
+from tasks.formats.names import validate_subject_id
 from tasks.progress import Progress, silent
 
 SCHEMA_VERSION = 1
@@ -79,7 +80,7 @@ DEPTH_RANGE = (1e-3, 100.0)
 CANONICAL_BOX = 0.4
 """Valid canonical coordinates lie within +-this (m) on each FLAME axis (head ~ +-0.15)."""
 RIGID_TOLERANCE = 1e-4
-"""Allowed |R R^T - I| and |det R - 1| of world_2_cam (as `tasks.nersemble` reads them)."""
+"""Allowed |R R^T - I| and |det R - 1| of world_2_cam (as `tasks.formats.nersemble` reads them)."""
 _NAME_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_+.-]*")
 
 
@@ -146,19 +147,9 @@ def write_shard(
     final = Path(path)
     if final.exists() and not overwrite:
         raise FileExistsError(f"shard already exists: {final}")
-    tmp = final.with_name(f".{final.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     report = progress or silent
-    try:
+    with atomic_dir(final) as tmp:
         count = _fill_shard(samples, tmp, report)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
     report(1.0, f"{count} samples written")
     return ShardInfo(path=final, samples=count, index_sha256=sha256(final / INDEX_FILE))
 
@@ -303,10 +294,7 @@ def write_manifest(*, root: str | os.PathLike, shards: Sequence[ShardInfo]) -> P
         if entry["path"].startswith(".."):
             raise ShardError(f"shard {entry['path']} is not inside the dataset folder {root}")
     path = root / MANIFEST_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "shards": entries}, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_json(path, {"schema_version": SCHEMA_VERSION, "shards": entries})
 
 
 def read_manifest(root: str | os.PathLike) -> list[ShardInfo]:
@@ -469,7 +457,7 @@ def check_map_values(maps: Mapping[str, np.ndarray]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """`validate DIR ...`: print each problem; 0 when every folder is valid, 1 otherwise."""
     parser = argparse.ArgumentParser(
-        prog="python -m tasks.shards", description=__doc__.split("\n")[0]
+        prog="python -m tasks.formats.shards", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("validate", help="check shards or dataset folders")

@@ -10,7 +10,6 @@ a whole video one frame at a time.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,8 @@ from typing import Literal
 import av
 import av.error
 import numpy as np
+
+from tasks.formats.atomic import atomic_file
 
 NERSEMBLE_FPS = 73
 """NeRSemble's capture rate in frames per second."""
@@ -243,36 +244,30 @@ def write_video(
     constant rate factor (0-51, default 18: visually lossless) or mpeg4's quantiser scale
     (2-31, default 3); lower is better. A small `gop` keeps seeking cheap. The moov atom
     goes first (faststart), so a truncated file still yields its leading frames. The file
-    is written as `<stem>.tmp.mp4` beside `path` (folders are created) and renamed into
+    is written as `.<stem>.partial.mp4` beside `path` (folders are created) and renamed into
     place: a failure leaves no partial file and any earlier file at `path` untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp.mp4")
     rate = Fraction(fps)
     count, size = 0, None
-    try:
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-            stream = None
-            for frame in frames:
-                _check_frame(frame, path=path, size=size)
-                if stream is None:
-                    size = (frame.shape[1], frame.shape[0])
-                    stream = out.add_stream(codec, rate=rate)
-                    stream.width, stream.height = size
-                    stream.pix_fmt = "yuv420p"
-                    stream.codec_context.time_base = 1 / rate
-                    stream.codec_context.gop_size = gop
-                    stream.options = _encoder_options(codec, quality)
-                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                video_frame.pts, video_frame.time_base = count, 1 / rate
-                out.mux(stream.encode(video_frame))
-                count += 1
+    options = {"movflags": "+faststart"}
+    with atomic_file(path) as tmp, av.open(str(tmp), "w", format="mp4", options=options) as out:
+        stream = None
+        for frame in frames:
+            _check_frame(frame, path=path, size=size)
             if stream is None:
-                raise ValueError(f"{path}: no frames to write")
-            out.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+                size = (frame.shape[1], frame.shape[0])
+                stream = out.add_stream(codec, rate=rate)
+                stream.width, stream.height = size
+                stream.pix_fmt = "yuv420p"
+                stream.codec_context.time_base = 1 / rate
+                stream.codec_context.gop_size = gop
+                stream.options = _encoder_options(codec, quality)
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts, video_frame.time_base = count, 1 / rate
+            out.mux(stream.encode(video_frame))
+            count += 1
+        if stream is None:
+            raise ValueError(f"{path}: no frames to write")
+        out.mux(stream.encode(None))
     return count

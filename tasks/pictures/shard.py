@@ -13,9 +13,9 @@ import numpy as np
 from scipy.ndimage import binary_erosion
 from scipy.spatial import cKDTree
 
-from tasks.pictures import save_figure
+from tasks.formats.shards import load_sample, read_index
+from tasks.pictures.stages import save_figure
 from tasks.selection import farthest_point_sampling
-from tasks.shards import load_sample, read_index
 
 
 def canonical_colors(canonical: np.ndarray, *, low: np.ndarray, high: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 Embree (through embreex, in float32) only picks the first triangle each ray hits; depth and
 barycentric coordinates are then recomputed in float64 on that triangle (Moller-Trumbore),
 so depth is exact up to float64 rounding, not float32. Pixel rays come from
-`tasks.cameras.pixel_rays` (OpenCV axes, pixel centres at integer coordinates, metres).
+`tasks.formats.cameras.pixel_rays` (OpenCV axes, pixel centres at integer coordinates, metres).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import trimesh
 from embreex import rtcore_scene
 from embreex.mesh_construction import TriangleMesh
 
-from tasks.cameras import Camera, pixel_rays
+from tasks.formats.cameras import Camera, pixel_rays
 
 
 class Scene:

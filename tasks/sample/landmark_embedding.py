@@ -18,11 +18,11 @@ import trimesh
 from flame_tracking.loading import load_landmark_embedding, save_landmark_embedding
 from flame_tracking.model import FlameModel, FlameModelError
 from flame_tracking.sample_model import template_keypoints
-from tasks.cameras import Camera
 from tasks.face_landmarker import NUM_LANDMARKS, FaceLandmarkerConfig, FaceLandmarkerRunner
-from tasks.render import Scene
-from tasks.sample_appearance import bake_texture
-from tasks.sample_scene import FOCAL_LENGTH_PX, look_at, pose_frame, record, shade_view
+from tasks.formats.cameras import Camera
+from tasks.pictures.render import Scene
+from tasks.sample.appearance import bake_texture
+from tasks.sample.scene import FOCAL_LENGTH_PX, look_at, pose_frame, record, shade_view
 
 EMBEDDING_FILE = "sample_head_mediapipe_embedding.npz"
 """File name of the cached embedding in a sample data root, in FLAME's npz format."""

@@ -7,7 +7,7 @@ canonical, normal and face-mask maps (EXR), and the 2D MediaPipe landmarks of th
 embedding. Both are written to temporary sibling folders and renamed into place, ground truth
 first; the subject folder's existence means "complete".
 
-    python -m tasks.sample_subject --root data/sample --subject 900
+    python -m tasks.sample.subject --root data/sample --subject 900
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -28,19 +27,21 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from tasks.cameras import FRONTAL_SERIAL, SERIALS
-from tasks.exr import write_exr
-from tasks.nersemble import (
+from tasks.formats.atomic import atomic_dir
+from tasks.formats.cameras import FRONTAL_SERIAL, SERIALS
+from tasks.formats.exr import write_exr
+from tasks.formats.nersemble import (
     background_path,
     subject_dir,
     video_path,
     write_cameras,
     write_color_calibration,
 )
+from tasks.formats.video import write_video
+from tasks.pictures.sample import contact_sheet, ground_truth_sheet
 from tasks.progress import Progress, silent
-from tasks.sample_pictures import contact_sheet, ground_truth_sheet
-from tasks.sample_scene import PARAMETER_NAMES, landmark_points, project_landmarks, record
-from tasks.sample_world import (
+from tasks.sample.scene import PARAMETER_NAMES, landmark_points, project_landmarks, record
+from tasks.sample.world import (
     SampleSubjectConfig,
     SampleWorld,
     build_world,
@@ -50,7 +51,6 @@ from tasks.sample_world import (
     ground_truth_view,
     render_view,
 )
-from tasks.video import write_video
 
 __all__ = [
     "SampleSubjectConfig",
@@ -98,24 +98,21 @@ def generate_sample_subject(
     report = progress or silent
     report(0.0, "building the head, texture and landmark embedding")
     world = build_world(config=config, root=Path(root))
-    tmp, gt_tmp = _fresh(final), _fresh(gt_final)
-    _write_static(world, tmp, gt_tmp)
-    rows = []
-    for k, sequence in enumerate(config.sequences):
-        done = k / len(config.sequences)
+    # The ground truth is renamed into place first, the subject last: without the subject
+    # folder nothing counts as complete.
+    with atomic_dir(final) as tmp, atomic_dir(gt_final) as gt_tmp:
+        _write_static(world, tmp, gt_tmp)
+        rows = []
+        for k, sequence in enumerate(config.sequences):
+            done = k / len(config.sequences)
 
-        def step(fraction: float, message: str, done: float = done) -> None:
-            report(0.02 + 0.97 * (done + fraction / len(config.sequences)), message)
+            def step(fraction: float, message: str, done: float = done) -> None:
+                report(0.02 + 0.97 * (done + fraction / len(config.sequences)), message)
 
-        rows.append(_write_sequence(world, sequence, tmp, gt_tmp, step))
-    pd.concat(rows, ignore_index=True).to_parquet(
-        gt_tmp / "landmarks.parquet", compression="zstd", index=False
-    )
-    for path in (final, gt_final):  # the subject first: without it nothing counts as complete
-        if path.exists():
-            shutil.rmtree(path)
-    os.replace(gt_tmp, gt_final)
-    os.replace(tmp, final)
+            rows.append(_write_sequence(world, sequence, tmp, gt_tmp, step))
+        pd.concat(rows, ignore_index=True).to_parquet(
+            gt_tmp / "landmarks.parquet", compression="zstd", index=False
+        )
     report(1.0, f"sample subject {final.name} written")
     return SampleSubjectResult(
         subject_dir=final,
@@ -129,15 +126,6 @@ def _stored_precision(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Depth stays float32 (sub-micrometre at 1 m); canonical positions, normals and the mask
     are stored as half floats (0.06 mm steps at 0.1 m), which halves the ground truth's size."""
     return {k: v if k == "depth" else np.asarray(v, dtype=np.float16) for k, v in maps.items()}
-
-
-def _fresh(final: Path) -> Path:
-    """An empty temporary sibling of `final`, replacing one a killed run left."""
-    tmp = final.with_name(f".{final.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def _write_static(world: SampleWorld, tmp: Path, gt_tmp: Path) -> None:
