@@ -53,6 +53,12 @@ class Camera:
     height: int
     """Image height in pixels."""
 
+    @property
+    def center(self) -> np.ndarray:
+        """(3,) camera centre in world coordinates (metres)."""
+        r, t = self.world_2_cam[:3, :3], self.world_2_cam[:3, 3]
+        return -r.T @ t
+
 
 def invert_rigid(T: np.ndarray) -> np.ndarray:
     """Inverse of a (4, 4) rigid transform without a general matrix inverse."""

@@ -244,8 +244,9 @@ def write_video(
     constant rate factor (0-51, default 18: visually lossless) or mpeg4's quantiser scale
     (2-31, default 3); lower is better. A small `gop` keeps seeking cheap. The moov atom
     goes first (faststart), so a truncated file still yields its leading frames. The file
-    is written as `.<stem>.partial.mp4` beside `path` (folders are created) and renamed into
-    place: a failure leaves no partial file and any earlier file at `path` untouched.
+    is written under a temporary name beside `path` (`tasks.formats.atomic`; folders are
+    created) and renamed into place: a failure leaves no partial file and any earlier file
+    at `path` untouched.
     """
     path = Path(path)
     rate = Fraction(fps)

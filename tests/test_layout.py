@@ -1,0 +1,99 @@
+"""The import direction of DESIGN.md, read from the source: pipeline -> tasks -> flame_tracking;
+faceanything -> the shard format and flame_tracking; the shard format imports no stage and
+nothing heavy (a training machine reads shards without PyAV, pycolmap or MediaPipe)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "tasks", "flame_tracking", "faceanything")
+SHARD_FORMAT = "tasks.formats.shards"
+HEAVY = ("av", "pycolmap", "mediapipe")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module an import statement in `path` names (absolute imports; the project has
+    no relative ones)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def project_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports."""
+    sources = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    return {name: {m for m in imports_of(path) if m in sources} for name, path in sources.items()}
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for m in graph[todo.pop()] - seen:
+            seen.add(m)
+            todo.append(m)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return project_graph()
+
+
+def test_graph_sees_known_imports(graph: dict[str, set[str]]) -> None:
+    """The reader finds real edges (a reader that saw none would pass every rule)."""
+    assert "tasks.formats.exr" in graph[SHARD_FORMAT]
+    assert "tasks.frames" in graph["tasks.sfm"]
+    assert "flame_tracking.lbs" in graph["flame_tracking.tracker"]
+
+
+def test_nothing_imports_pipeline(graph: dict[str, set[str]]) -> None:
+    bad = {m: deps for m, deps in graph.items() if not m.startswith("pipeline")}
+    assert {m for m, deps in bad.items() if any(d.startswith("pipeline") for d in deps)} == set()
+
+
+def test_flame_tracking_imports_nothing_of_tasks(graph: dict[str, set[str]]) -> None:
+    tracking = {m: d for m, d in graph.items() if m.startswith("flame_tracking")}
+    assert {m for m, d in tracking.items() if any(x.startswith("tasks") for x in d)} == set()
+
+
+def test_shard_format_imports_no_stage(graph: dict[str, set[str]]) -> None:
+    used = {m for m in reachable(graph, SHARD_FORMAT) if m.startswith("tasks")}
+    assert all(m.startswith("tasks.formats") or m == "tasks.progress" for m in used), used
+    assert "tasks.formats.nersemble" not in used and "tasks.formats.video" not in used
+
+
+def test_faceanything_reads_only_the_shard_format(graph: dict[str, set[str]]) -> None:
+    """faceanything reaches tasks only through the shard format and what it is built on."""
+    allowed = {SHARD_FORMAT} | reachable(graph, SHARD_FORMAT) | {"tasks", "tasks.formats"}
+    package = {m: d for m, d in graph.items() if m.startswith("faceanything")}
+    used = {x for d in package.values() for x in d if x.startswith("tasks")}
+    assert used <= allowed, used - allowed
+
+
+def test_production_config_does_not_import_the_sample(graph: dict[str, set[str]]) -> None:
+    assert not any(m.startswith("tasks.sample") for m in reachable(graph, "pipeline.config"))
+
+
+@pytest.mark.parametrize("module", [SHARD_FORMAT, "faceanything.correspondence"])
+def test_reading_shards_imports_nothing_heavy(module: str) -> None:
+    code = f"import sys, {module}; print(sorted(set(sys.modules) & {set(HEAVY)!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
