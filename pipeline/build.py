@@ -8,11 +8,18 @@ from pathlib import Path
 import luigi
 import pandas as pd
 
-from pipeline.common import SubjectParameter, subject_input, subject_output
-from pipeline.dataset_tasks import TrackSubject, WriteShards
+from pipeline.common import (
+    IdentityTarget,
+    SubjectParameter,
+    stage_tag,
+    subject_input,
+    subject_output,
+    upstream_tag,
+)
+from pipeline.dataset_tasks import TrackSubject, WriteShards, shard_dir
 from pipeline.reconstruction import ReconstructSubject
 from pipeline.selection import SelectFrames
-from pipeline.subject import InspectSubject
+from pipeline.subject import InspectSubject, head_model_files
 from tasks import report, selection, tracking
 from tasks.formats import shards
 
@@ -33,8 +40,10 @@ class BuildSubject(luigi.Task):
             "shard": WriteShards(subject=self.subject),
         }
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(subject_output(self.subject) / "report.json"))
+    def output(self) -> IdentityTarget:
+        """`report.json`, counted as built only under the identity of every input."""
+        identity = stage_tag(sorted((k, upstream_tag(t)) for k, t in self.input().items()))
+        return IdentityTarget(subject_output(self.subject) / "report.json", identity=identity)
 
     def run(self) -> None:
         paths = {name: Path(target.path) for name, target in self.input().items()}
@@ -49,11 +58,11 @@ class BuildSubject(luigi.Task):
             selection=selection.read_selection(paths["selection"]),
             timesteps=timesteps,
             tracking_seconds=json.loads((paths["tracking"] / tracking.TIMINGS_FILE).read_text()),
-            shard=paths["shard"],
-            shard_rows=len(shards.read_index(paths["shard"])),
+            shard=shard_dir(self.subject),
+            shard_rows=len(shards.read_index(shard_dir(self.subject))),
+            head_model=head_model_files().describe(),
         )
         table = luigi.LocalTarget(str(Path(self.output().path).with_suffix(".parquet")))
         with table.temporary_path() as tmp:
             timesteps.to_parquet(tmp, compression="zstd", index=False)
-        with self.output().temporary_path() as tmp, open(tmp, "w") as f:
-            json.dump(summary, f, indent=2)
+        self.output().write(summary)

@@ -11,21 +11,25 @@ changing it never silently reuses outputs built under another value.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
+from typing import TypeVar
 
 import luigi
 
+from flame_tracking.energies import EnergyWeights
+from flame_tracking.settings import TrackerConfig
 from tasks.canonical import CanonicalConfig
 from tasks.face_landmarker import FaceLandmarkerConfig
 from tasks.frames import FramesConfig
+from tasks.fusion import FusionConfig
 from tasks.mvs import MvsConfig
 from tasks.reconstruction import ReconstructionConfig
 from tasks.selection import SelectionConfig
 from tasks.sfm import SfmConfig
 from tasks.signals import SignalsConfig
 from tasks.tracking import TrackingConfig
+
+Config = TypeVar("Config")
 
 
 class faceanything(luigi.Config):  # noqa: N801 - Luigi names the cfg section after the class
@@ -45,6 +49,13 @@ class faceanything(luigi.Config):  # noqa: N801 - Luigi names the cfg section af
     )
     flame_landmark_embedding = luigi.OptionalParameter(
         default=None, description="FLAME's MediaPipe landmark embedding npz (with flame_model)"
+    )
+    flame_masks = luigi.OptionalParameter(
+        default=None, description="FLAME_masks.pkl: the face region the fused points fit"
+    )
+    stand_in_head = luigi.BoolParameter(
+        default=False,
+        description="Without FLAME, track real data with the embedded sample head model",
     )
     downsample = luigi.IntParameter(
         default=4, description="Working resolution = full / downsample (4 for NeRSemble)"
@@ -105,12 +116,6 @@ def downsample_factor() -> int:
     return sample().downsample if is_sample() else faceanything().downsample
 
 
-def settings_tag(*settings: object) -> str:
-    """8 hex digits naming settings dataclasses: outputs under other values get another path."""
-    text = json.dumps([dataclasses.asdict(s) for s in settings], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
 def signals_config() -> SignalsConfig:
     cfg = signals()
     landmarker = FaceLandmarkerConfig(
@@ -153,17 +158,134 @@ class reconstruction(luigi.Config):  # noqa: N801
     device = luigi.Parameter(default="auto", description="Torch device for the torch backend")
 
 
+class mvs(luigi.Config):  # noqa: N801
+    """Dense depth of the PyTorch backend (and COLMAP PatchMatch's window)."""
+
+    num_neighbours = luigi.IntParameter(
+        default=MvsConfig.num_neighbours, description="Source views matched per reference view"
+    )
+    window_radius = luigi.IntParameter(
+        default=MvsConfig.window_radius, description="NCC window radius, working-size pixels"
+    )
+    coarse_window_radius = luigi.IntParameter(
+        default=MvsConfig.coarse_window_radius, description="NCC window radius of the coarse sweep"
+    )
+    num_planes = luigi.IntParameter(
+        default=MvsConfig.num_planes, description="Most planes of the coarse sweep"
+    )
+    best_k = luigi.IntParameter(
+        default=MvsConfig.best_k, description="Mean cost of the best k source views (occlusion)"
+    )
+    min_texture_std = luigi.FloatParameter(
+        default=MvsConfig.min_texture_std, description="Windows greyer than this are invalid"
+    )
+    min_ncc = luigi.FloatParameter(
+        default=MvsConfig.min_ncc, description="Pixels matching worse than this are invalid"
+    )
+    min_consistent_views = luigi.IntParameter(
+        default=MvsConfig.min_consistent_views, description="Views that must agree with a depth"
+    )
+    colmap_window_radius = luigi.IntParameter(
+        default=MvsConfig.colmap_window_radius, description="COLMAP PatchMatch window radius"
+    )
+
+
+class fusion(luigi.Config):  # noqa: N801
+    """COLMAP's stereo fusion thresholds."""
+
+    min_num_pixels = luigi.IntParameter(
+        default=FusionConfig.min_num_pixels, description="Pixels that must agree to make a point"
+    )
+    max_reproj_error = luigi.FloatParameter(
+        default=FusionConfig.max_reproj_error, description="Pixels a joining pixel may be off"
+    )
+    max_depth_error = luigi.FloatParameter(
+        default=FusionConfig.max_depth_error, description="Relative depth difference allowed"
+    )
+    max_normal_error = luigi.FloatParameter(
+        default=FusionConfig.max_normal_error, description="Degrees between normals allowed"
+    )
+
+
+def _from_section(base: Config, section: luigi.Config) -> Config:
+    """`base` with every field `section` names (same names) set from luigi.cfg."""
+    return dataclasses.replace(
+        base, **{name: getattr(section, name) for name, _ in section.get_params()}
+    )
+
+
 def reconstruction_config() -> ReconstructionConfig:
     cfg = reconstruction()
+    dense = MvsConfig(backend=cfg.depth_backend, device=cfg.device)
     return ReconstructionConfig(
         sfm=SfmConfig(mode=cfg.sfm_mode),
-        mvs=MvsConfig(backend=cfg.depth_backend, device=cfg.device),
+        mvs=_from_section(dense, mvs()),
+        fusion=_from_section(FusionConfig(), fusion()),
+    )
+
+
+class tracking(luigi.Config):  # noqa: N801
+    """FLAME tracking of a subject (the main weights and limits)."""
+
+    landmark_weight = luigi.FloatParameter(
+        default=EnergyWeights.landmark, description="Weight of the multi-view landmark term"
+    )
+    point_weight = luigi.FloatParameter(
+        default=EnergyWeights.point, description="Weight of the fused-point term"
+    )
+    point_region = luigi.ChoiceParameter(
+        choices=("face", "head"),
+        default=TrackerConfig.point_region,
+        description="Vertices the fused points fit: the face region (FLAME masks) or all",
+    )
+    point_max_distance = luigi.FloatParameter(
+        default=TrackerConfig.point_max_distance,
+        description="Metres: points farther from the mesh are not fitted",
+    )
+    max_points = luigi.IntParameter(
+        default=TrackerConfig.max_points, description="Fused points per timestep kept"
+    )
+    outlier_mad_k = luigi.FloatParameter(
+        default=TrackerConfig.outlier_mad_k,
+        description="Timesteps with residuals above median + k MAD are dropped",
+    )
+    voxel_size = luigi.FloatParameter(
+        default=TrackingConfig.voxel_size, description="Metres: fused points averaged per voxel"
     )
 
 
 def tracking_config() -> TrackingConfig:
-    return TrackingConfig()
+    cfg = tracking()
+    weights = dataclasses.replace(
+        EnergyWeights(), landmark=cfg.landmark_weight, point=cfg.point_weight
+    )
+    tracker = dataclasses.replace(
+        TrackerConfig(),
+        weights=weights,
+        point_region=cfg.point_region,
+        point_max_distance=cfg.point_max_distance,
+        max_points=cfg.max_points,
+        outlier_mad_k=cfg.outlier_mad_k,
+    )
+    return TrackingConfig(tracker=tracker, voxel_size=cfg.voxel_size)
+
+
+class canonical(luigi.Config):  # noqa: N801
+    """Deformation transfer into canonical FLAME space."""
+
+    correspondence = luigi.ChoiceParameter(
+        choices=("surface", "vertex"),
+        default=CanonicalConfig.correspondence,
+        description="A point's FLAME partner: nearest surface point or nearest vertex",
+    )
+    candidates = luigi.IntParameter(
+        default=CanonicalConfig.candidates, description="Triangles tried per point (surface)"
+    )
+    max_distance = luigi.FloatParameter(
+        default=CanonicalConfig.max_distance,
+        description="Metres: points farther from the tracked surface get no canonical point",
+    )
 
 
 def canonical_config() -> CanonicalConfig:
-    return CanonicalConfig()
+    return _from_section(CanonicalConfig(), canonical())

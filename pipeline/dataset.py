@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import luigi
 
 from pipeline import config
 from pipeline.build import BuildSubject
-from pipeline.dataset_tasks import WriteShards
+from pipeline.common import stage_tag, upstream_tag
+from pipeline.dataset_tasks import shard_dir
 from tasks.formats import shards
 from tasks.formats.names import validate_subject_id
 
@@ -37,16 +37,15 @@ class BuildDataset(luigi.Task):
         return [BuildSubject(subject=s) for s in read_manifest(self.manifest)]
 
     def output(self) -> luigi.LocalTarget:
-        """Named after the manifest and its subjects, so an edited manifest builds again."""
-        subjects = json.dumps(read_manifest(self.manifest)).encode()
-        name = f"{Path(self.manifest).stem}-{hashlib.sha256(subjects).hexdigest()[:8]}.json"
+        """Named after the manifest, its subjects and their builds' identities, so an edited
+        manifest or a rebuilt subject builds the dataset manifest again."""
+        subjects = read_manifest(self.manifest)
+        tag = stage_tag(subjects, [upstream_tag(t) for t in self.input()])
+        name = f"{Path(self.manifest).stem}-{tag}.json"
         return luigi.LocalTarget(str(config.output_root() / "shards" / "manifests" / name))
 
     def run(self) -> None:
-        infos = [
-            shards.shard_info(WriteShards(subject=s).output().path)
-            for s in read_manifest(self.manifest)
-        ]
+        infos = [shards.shard_info(shard_dir(s)) for s in read_manifest(self.manifest)]
         infos = [info for info in infos if info.samples]
         listed = shards.write_manifest(root=config.output_root() / "shards", shards=infos)
         self.output().makedirs()

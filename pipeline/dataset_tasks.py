@@ -8,12 +8,25 @@ import luigi
 import pandas as pd
 
 from pipeline import config
-from pipeline.common import SubjectParameter, progress_callback, subject_output
+from pipeline.common import (
+    IdentityTarget,
+    SubjectParameter,
+    fingerprint,
+    progress_callback,
+    stage_tag,
+    subject_output,
+    upstream_tag,
+)
 from pipeline.reconstruction import Reconstruct, ReconstructSubject, TimestepTask
-from pipeline.subject import flame_paths
+from pipeline.subject import flame_files, head_model_files
 from tasks import assemble, tracking
 from tasks.formats import shards
 from tasks.pictures import shard as shard_pictures
+
+
+def shard_dir(subject: str) -> Path:
+    """`{output_root}/shards/{subject}`: the dataset's layout, fixed for readers."""
+    return config.output_root() / "shards" / subject
 
 
 class TrackSubject(luigi.Task):
@@ -25,18 +38,17 @@ class TrackSubject(luigi.Task):
         return ReconstructSubject(subject=self.subject)
 
     def output(self) -> luigi.LocalTarget:
-        upstream = Path(self.input().path).stem.removeprefix("reconstruction-")
-        tag = config.settings_tag(config.tracking_config())
-        folder = subject_output(self.subject) / f"tracking-{upstream}-{tag}"
-        return luigi.LocalTarget(str(folder))
+        flame = fingerprint(flame_files())
+        tag = stage_tag(upstream_tag(self.input()), config.tracking_config(), flame)
+        return luigi.LocalTarget(str(subject_output(self.subject) / f"tracking-{tag}"))
 
     def run(self) -> None:
-        flame_path, embedding_path = flame_paths()
+        head = head_model_files()
         tracking.track_subject(
             subject=self.subject,
             timesteps=assemble.tracking_inputs(pd.read_parquet(self.input().path)),
-            flame_path=flame_path,
-            embedding_path=embedding_path,
+            flame_path=head.model,
+            embedding_path=head.embedding,
             out_dir=Path(self.output().path),
             config=config.tracking_config(),
             progress=progress_callback(self),
@@ -55,9 +67,9 @@ class Canonicalize(TimestepTask):
         }
 
     def output(self) -> luigi.LocalTarget:
-        tracking_tag = Path(self.input()["tracking"].path).name
-        tag = config.settings_tag(config.canonical_config())
-        return luigi.LocalTarget(str(self.folder / f"canonical-{tracking_tag}-{tag}"))
+        upstream = [upstream_tag(t) for t in self.input().values()]
+        tag = stage_tag(upstream, config.canonical_config())
+        return luigi.LocalTarget(str(self.folder / f"canonical-{tag}"))
 
     def run(self) -> None:
         assemble.canonicalize_reconstruction(
@@ -81,10 +93,14 @@ class WriteShards(luigi.Task):
     def requires(self) -> TrackSubject:
         return TrackSubject(subject=self.subject)
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(config.output_root() / "shards" / self.subject))
+    def output(self) -> IdentityTarget:
+        """`shard.json` beside the report: the shard's place is fixed (`shard_dir`), so its
+        identity is recorded here and the shard counts as built only when it matches."""
+        identity = stage_tag(upstream_tag(self.input()), config.canonical_config())
+        return IdentityTarget(subject_output(self.subject) / "shard.json", identity=identity)
 
     def run(self):  # noqa: ANN201 - a generator: Luigi runs the yielded tasks first
+        Path(self.output().path).unlink(missing_ok=True)  # the shard below is about to change
         tracking_dir = Path(self.input().path)
         kept = tracking.read_tracked_params(tracking_dir).params
         steps = [(r.sequence, int(r.frame)) for r in kept.itertuples()]
@@ -102,7 +118,8 @@ class WriteShards(luigi.Task):
         )
         info = shards.write_shard(
             samples=samples,
-            path=Path(self.output().path),
+            path=shard_dir(self.subject),
+            overwrite=True,
             progress=progress_callback(self),
         )
         if info.samples:
@@ -111,3 +128,5 @@ class WriteShards(luigi.Task):
                 serial=config.signals().serial,
                 path=subject_output(self.subject) / "shard.png",
             )
+        record = {"path": str(info.path), "samples": info.samples}
+        self.output().write({**record, "index_sha256": info.index_sha256})

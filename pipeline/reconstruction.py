@@ -7,7 +7,18 @@ from pathlib import Path
 import luigi
 
 from pipeline import config
-from pipeline.common import SubjectParameter, progress_callback, subject_input, subject_output
+from pipeline.common import (
+    SubjectParameter,
+    calibration_files,
+    camera_sources,
+    fingerprint,
+    progress_callback,
+    stage_tag,
+    subject_input,
+    subject_output,
+    subject_sources,
+    upstream_tag,
+)
 from pipeline.selection import SelectFrames
 from pipeline.subject import InspectSubject
 from tasks import frames, reconstruction, report, selection
@@ -38,7 +49,9 @@ class ExtractFrames(TimestepTask):
         return InspectSubject(subject=self.subject)
 
     def output(self) -> luigi.LocalTarget:
-        tag = config.settings_tag(config.frames_config())
+        sources = camera_sources(self.subject, self.sequence, frame=self.frame)
+        inputs = fingerprint([*calibration_files(self.subject), *sources])
+        tag = stage_tag(config.frames_config(), inputs)
         return luigi.LocalTarget(str(self.folder / f"frames-{tag}"))
 
     def run(self) -> None:
@@ -59,7 +72,7 @@ class Reconstruct(TimestepTask):
         return ExtractFrames(subject=self.subject, sequence=self.sequence, frame=self.frame)
 
     def output(self) -> luigi.LocalTarget:
-        tag = config.settings_tag(config.frames_config(), config.reconstruction_config())
+        tag = stage_tag(upstream_tag(self.input()), config.reconstruction_config())
         return luigi.LocalTarget(str(self.folder / f"recon-{tag}"))
 
     def run(self) -> None:
@@ -80,7 +93,12 @@ class ReconstructSubject(luigi.Task):
         return SelectFrames(subject=self.subject)
 
     def output(self) -> luigi.LocalTarget:
-        tag = config.settings_tag(config.frames_config(), config.reconstruction_config())
+        tag = stage_tag(
+            upstream_tag(self.input()),
+            config.frames_config(),
+            config.reconstruction_config(),
+            fingerprint(subject_sources(self.subject)),
+        )
         return luigi.LocalTarget(
             str(subject_output(self.subject) / f"reconstruction-{tag}.parquet")
         )

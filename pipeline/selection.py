@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import luigi
 import pandas as pd
 
 from pipeline import config
-from pipeline.common import SubjectParameter, progress_callback, subject_input, subject_output
+from pipeline.common import (
+    SubjectParameter,
+    camera_sources,
+    fingerprint,
+    progress_callback,
+    stage_tag,
+    subject_input,
+    subject_output,
+)
 from pipeline.subject import InspectSubject
 from tasks import selection, signals
 from tasks.formats import nersemble
 from tasks.pictures import stages as pictures
+
+
+def signals_path(subject: str, sequence: str) -> Path:
+    """`signals/{sequence}-{tag}.parquet`: the tag names the signals settings and the frontal
+    camera's source files of that sequence."""
+    cfg = config.signals_config()
+    sources = camera_sources(subject, sequence, serials=(cfg.serial,))
+    tag = stage_tag(cfg, fingerprint(sources))
+    return subject_output(subject) / "signals" / f"{sequence}-{tag}.parquet"
 
 
 class ExtractSignals(luigi.Task):
@@ -23,9 +42,7 @@ class ExtractSignals(luigi.Task):
         return InspectSubject(subject=self.subject)
 
     def output(self) -> luigi.LocalTarget:
-        tag = config.settings_tag(config.signals_config())
-        folder = subject_output(self.subject) / f"signals-{tag}"
-        return luigi.LocalTarget(str(folder / f"{self.sequence}.parquet"))
+        return luigi.LocalTarget(str(signals_path(self.subject, self.sequence)))
 
     def run(self) -> None:
         result = signals.extract_signals(
@@ -48,8 +65,15 @@ class SelectFrames(luigi.Task):
         return InspectSubject(subject=self.subject)
 
     def output(self) -> luigi.LocalTarget:
-        tag = config.settings_tag(config.signals_config(), config.selection_config())
+        frontal = [signals_path(self.subject, s).name for s in self._all_sequences()]
+        tag = stage_tag(frontal, config.skip_sequences(), config.selection_config())
         return luigi.LocalTarget(str(subject_output(self.subject) / f"selection-{tag}.parquet"))
+
+    def _all_sequences(self) -> list[str]:
+        try:
+            return nersemble.list_sequences(subject_input(self.subject))
+        except (FileNotFoundError, ValueError):
+            return []
 
     def _sequences(self) -> list[str]:
         table = pd.read_parquet(self.input().path)

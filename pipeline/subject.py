@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import luigi
 
 from pipeline import config
-from pipeline.common import SubjectParameter, progress_callback, subject_input, subject_output
+from pipeline.common import (
+    SubjectParameter,
+    fingerprint,
+    progress_callback,
+    stage_tag,
+    subject_input,
+    subject_output,
+    subject_sources,
+)
 from tasks import inventory
 from tasks.sample import subject as sample_subject
 from tasks.sample.landmark_embedding import EMBEDDING_FILE
@@ -36,17 +45,55 @@ class GenerateSampleSubject(luigi.Task):
         )
 
 
-def flame_paths() -> tuple[Path | None, Path]:
-    """(FLAME pkl or None for the sample head model, its MediaPipe landmark embedding).
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeadModelFiles:
+    """The head model a subject is tracked with."""
 
-    Without FLAME the sample head model is used, with the embedding the sample generator
-    measured in the sample's data root."""
+    model: Path | None
+    """FLAME 2020/2023 pkl; None: the embedded sample head model (a stand-in, not FLAME)."""
+    embedding: Path
+    """MediaPipe landmark embedding npz of that model."""
+    masks: Path | None
+    """FLAME_masks.pkl (its face region for the point term); None for the sample head."""
+
+    def describe(self) -> str:
+        if self.model is None:
+            return "embedded sample head model (no FLAME)"
+        return f"FLAME {self.model}" + (f", masks {self.masks}" if self.masks else "")
+
+
+def flame_files() -> list[Path]:
+    """Every head-model file the settings name (what tracking's identity fingerprints)."""
     cfg = config.faceanything()
+    named = (cfg.flame_model, cfg.flame_landmark_embedding, cfg.flame_masks)
+    files = [Path(p) for p in named if p]
+    return files or [config.data_root() / EMBEDDING_FILE]
+
+
+def head_model_files() -> HeadModelFiles:
+    """The head model from luigi.cfg, checked: FLAME when set; the sample head only in the
+    sample profile or when `stand_in_head` says so (never silently)."""
+    cfg = config.faceanything()
+    embedding = Path(cfg.flame_landmark_embedding) if cfg.flame_landmark_embedding else None
     if cfg.flame_model:
-        if not cfg.flame_landmark_embedding:
+        if embedding is None:
             raise ValueError("flame_model is set: set flame_landmark_embedding too (luigi.cfg)")
-        return Path(cfg.flame_model), Path(cfg.flame_landmark_embedding)
-    return None, config.data_root() / EMBEDDING_FILE
+        masks = Path(cfg.flame_masks) if cfg.flame_masks else None
+        files = HeadModelFiles(model=Path(cfg.flame_model), embedding=embedding, masks=masks)
+    elif config.is_sample() or cfg.stand_in_head:
+        default = config.data_root() / EMBEDDING_FILE
+        files = HeadModelFiles(model=None, embedding=embedding or default, masks=None)
+    else:
+        raise ValueError(
+            "no head model: set [faceanything] flame_model (your generic_model.pkl or "
+            "flame2023.pkl), flame_landmark_embedding and flame_masks (FLAME_masks.pkl) in "
+            "luigi.cfg; or set stand_in_head = true to track with the embedded sample head "
+            "model (not FLAME; the report says so)"
+        )
+    for path in (files.model, files.embedding, files.masks):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"head model file not found: {path} (luigi.cfg)")
+    return files
 
 
 class InspectSubject(luigi.Task):
@@ -58,9 +105,11 @@ class InspectSubject(luigi.Task):
         return [GenerateSampleSubject(subject=self.subject)] if config.is_sample() else []
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(subject_output(self.subject) / "inventory.parquet"))
+        tag = stage_tag(fingerprint(subject_sources(self.subject)))
+        return luigi.LocalTarget(str(subject_output(self.subject) / f"inventory-{tag}.parquet"))
 
     def run(self) -> None:
+        head_model_files()  # a missing head model stops the subject here, before any SfM
         result = inventory.take_inventory(
             subject_dir=subject_input(self.subject), subject=self.subject
         )

@@ -90,6 +90,7 @@ def subject_report(
     tracking_seconds: Mapping[str, float],
     shard: Path,
     shard_rows: int,
+    head_model: str = "",
 ) -> dict:
     """A JSON-ready summary of one subject's build (`timesteps` from `timestep_table`), with a
     few lines for people on top."""
@@ -103,6 +104,7 @@ def subject_report(
         f"subject {subject}: {len(selection.table)} timesteps selected, "
         f"{reconstructed} reconstructed (16/16 registered), "
         f"{kept} tracked and kept; shard {shard} with {shard_rows} views",
+        *([f"head model: {head_model}"] if head_model else []),
         *selection.warnings,
         *(f"signals {s}: {why}" for s, why in selection.failures.items()),
         *_drop_lines(timesteps),
@@ -124,6 +126,7 @@ def subject_report(
         "selected": len(selection.table),
         "reconstructed": reconstructed,
         "tracked": kept,
+        "head_model": head_model,
         "dropped": {
             stage: [
                 f"{r.sequence} frame {r.frame}: {r.drop_reason}"

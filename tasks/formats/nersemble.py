@@ -100,6 +100,17 @@ def list_sequences(subject_dir: Path, *, skip: Iterable[str] = ("BACKGROUND",)) 
     )
 
 
+def frame_image_files(
+    subject_dir: Path, *, sequence: str, serials: Iterable[str], frame: int | None = None
+) -> list[Path]:
+    """Extracted-frames layout: the stored images of `serials` for `frame` (every frame when
+    None), at any stored factor; what a build of those frames read."""
+    root = _sequence_dir(subject_dir, sequence) / "timesteps"
+    pattern = "frame_*" if frame is None else f"frame_{frame:05d}"
+    names = {f"cam_{s}{suffix}" for s in serials for suffix in _IMAGE_SUFFIXES}
+    return sorted(p for p in root.glob(f"{pattern}/images-*x/cam_*") if p.name in names)
+
+
 def sequence_layout(subject_dir: Path, *, sequence: str) -> Layout:
     """ "video" when the sequence has `images/` (mp4s), "images" when it has `timesteps/`."""
     folder = _sequence_dir(subject_dir, sequence)
@@ -386,6 +397,21 @@ def frame_indices(subject: Subject, *, sequence: str, serial: str) -> list[int]:
     return sorted(t for t, d in dirs.items() if any(d.glob(pattern)))
 
 
+def _iter_folder_images(
+    subject: Subject, *, sequence: str, serial: str, frames: Iterable[int], factor: int
+) -> Iterator[tuple[int, _Stored | None, str]]:
+    """(frame, stored image or None, why not) per frame of the images layout, in order."""
+    dirs = _frame_dirs(subject.directory, sequence)
+    for t in sorted(set(frames)):
+        try:
+            if t not in dirs:
+                raise FileNotFoundError(f"no folder frame_{t:05d} in sequence {sequence}")
+            stored, error = _folder_image(subject, dirs[t], serial=serial, factor=factor), ""
+        except (FileNotFoundError, DataError) as e:
+            stored, error = None, str(e)
+        yield t, stored, error
+
+
 def _read_stored(
     subject: Subject, *, sequence: str, serial: str, frames: Iterable[int], factor: int
 ) -> tuple[dict[int, _Stored], dict[int, str]]:
@@ -395,15 +421,45 @@ def _read_stored(
         result, camera = video.decode_frames(path, frames), subject.camera(serial)
         stored = {t: _Stored(im, camera, factor, path) for t, im in result.frames.items()}
         return stored, dict(result.failed)
-    dirs, stored, failed = _frame_dirs(subject.directory, sequence), {}, {}
-    for t in sorted(set(frames)):
-        try:
-            if t not in dirs:
-                raise FileNotFoundError(f"no folder frame_{t:05d} in sequence {sequence}")
-            stored[t] = _folder_image(subject, dirs[t], serial=serial, factor=factor)
-        except (FileNotFoundError, DataError) as e:
-            failed[t] = str(e)
-    return stored, failed
+    read = list(
+        _iter_folder_images(subject, sequence=sequence, serial=serial, frames=frames, factor=factor)
+    )
+    return {t: s for t, s, _ in read if s is not None}, {t: e for t, s, e in read if s is None}
+
+
+def iter_read_frames(
+    subject: Subject,
+    *,
+    sequence: str,
+    serial: str,
+    frames: Iterable[int],
+    downsample: int = 1,
+    color_correct: bool = True,
+) -> Iterator[video.DecodedFrame]:
+    """`read_frames` one frame at a time, in increasing frame order: for many frames.
+
+    A video is decoded in one pass and only one full-size frame is held at a time, so
+    50 selected timesteps of a 2200x3208 video never sit in memory together. Each yielded
+    image is shrunk and colour-corrected as in `read_frames` (camera:
+    `subject.camera(serial, downsample=...)`); a frame that cannot be read comes with the
+    reason instead. A missing video raises FileNotFoundError, one that cannot be opened
+    `video.VideoError` (both on the first `next`), a wrong image size DataError.
+    """
+    subject.camera(serial, downsample=downsample)  # checks the factor early
+    ccm = _color_matrix(subject, serial, color_correct)
+    if sequence_layout(subject.directory, sequence=sequence) == "images":
+        stored = _iter_folder_images(
+            subject, sequence=sequence, serial=serial, frames=frames, factor=downsample
+        )
+    else:
+        path = video_path(subject.directory, sequence=sequence, serial=serial)
+        camera = subject.camera(serial)
+        stored = (
+            (t, None if im is None else _Stored(im, camera, downsample, path), error)
+            for t, im, error in video.iter_decoded(path, frames)
+        )
+    for t, image, error in stored:
+        yield video.DecodedFrame(t, None if image is None else _finish(image, ccm), error)
 
 
 def read_frames(
