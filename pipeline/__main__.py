@@ -21,7 +21,12 @@ from pipeline.dataset import BuildDataset, read_manifest
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Luigi worker processes (default: [faceanything] workers; 0 there: one per CPU)",
+    )
     parser.add_argument("--scheduler-host", default=None, help="luigid host (default: local)")
     parser.add_argument("--scheduler-port", type=int, default=8082)
     args = parser.parse_args(argv)
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset_task = BuildDataset(manifest=args.manifest)
     result = luigi.build(
         [dataset_task],
-        workers=args.workers,
+        workers=args.workers or config.worker_count(),
         detailed_summary=True,
         **scheduler,
     )

@@ -11,6 +11,7 @@ changing it never silently reuses outputs built under another value.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,6 +53,9 @@ class faceanything(luigi.Config):  # noqa: N801 - Luigi names the cfg section af
     )
     flame_masks = luigi.OptionalParameter(
         default=None, description="FLAME_masks.pkl: the face region the fused points fit"
+    )
+    workers = luigi.IntParameter(
+        default=0, description="Worker processes of python -m pipeline; 0: one per CPU available"
     )
     stand_in_head = luigi.BoolParameter(
         default=False,
@@ -104,6 +108,12 @@ def data_root() -> Path:
 
 def output_root() -> Path:
     return Path(faceanything().output_root)
+
+
+def worker_count() -> int:
+    """Luigi workers for `python -m pipeline`: each stage runs on one thread (so results
+    repeat), so a build uses the machine through parallel tasks."""
+    return faceanything().workers or len(os.sched_getaffinity(0))
 
 
 def is_sample() -> bool:

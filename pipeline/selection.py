@@ -75,31 +75,38 @@ class SelectFrames(luigi.Task):
         except (FileNotFoundError, ValueError):
             return []
 
-    def _sequences(self) -> list[str]:
+    def _frontal(self) -> pd.DataFrame:
+        """The inventory rows of the frontal camera in the sequences not skipped."""
         table = pd.read_parquet(self.input().path)
         frontal = table[table.serial == config.signals().serial]
-        usable = frontal[(frontal.problem == "") & ~frontal.sequence.isin(config.skip_sequences())]
-        return sorted(usable.sequence)
+        return frontal[~frontal.sequence.isin(config.skip_sequences())]
 
     def run(self):  # noqa: ANN201 - a generator: Luigi runs the yielded tasks first
-        targets = yield [
-            ExtractSignals(subject=self.subject, sequence=s) for s in self._sequences()
-        ]
+        frontal = self._frontal()
+        usable = sorted(frontal[frontal.problem == ""].sequence)
+        failures = {
+            r.sequence: f"frontal camera {r.serial} unusable: {r.problem}"
+            for r in frontal[frontal.problem != ""].itertuples()
+        }
+        targets = yield [ExtractSignals(subject=self.subject, sequence=s) for s in usable]
         per_sequence = [signals.read_signals(t.path) for t in targets]
-        all_signals = pd.concat([s.table for s in per_sequence], ignore_index=True)
+        failures |= {s.sequence: s.failure for s in per_sequence if s.failure}
+        tables = [s.table for s in per_sequence] or [pd.DataFrame(columns=signals.COLUMNS)]
+        all_signals = pd.concat(tables, ignore_index=True)
         result = selection.select_frames(
             subject=self.subject,
             signals=all_signals,
             config=config.selection_config(),
-            failures={s.sequence: s.failure for s in per_sequence if s.failure},
+            failures=failures,
         )
-        pictures.selection_picture(
-            subject=nersemble.load_subject(subject_input(self.subject)),
-            signals=all_signals,
-            selection=result,
-            serial=config.signals().serial,
-            downsample_factor=config.downsample_factor(),
-            path=subject_output(self.subject) / "selection.png",
-        )
+        if not result.table.empty:
+            pictures.selection_picture(
+                subject=nersemble.load_subject(subject_input(self.subject)),
+                signals=all_signals,
+                selection=result,
+                serial=config.signals().serial,
+                downsample_factor=config.downsample_factor(),
+                path=subject_output(self.subject) / "selection.png",
+            )
         with self.output().temporary_path() as tmp:
             selection.write_selection(tmp, result)

@@ -94,6 +94,7 @@ def shard_samples(
         record = read_record(recon_dir)
         frames_dir = Path(record["frames"])
         cameras = read_cameras_json(frames_dir / CAMERAS_FILE)
+        reprojection = record["sfm"].get("reprojection_px", {})
         params = tracked.loc[(sequence, frame)]
         flame = {
             name: np.asarray(identity.shape if name == "shape" else params[name], dtype=float)
@@ -102,7 +103,7 @@ def shard_samples(
         views = pd.read_parquet(canonical_dir / canonical.VIEWS_FILE).set_index("serial")
         for serial in views.index:
             quality = {
-                "sfm_residual_px": np.nan,
+                "sfm_residual_px": float(reprojection.get(serial, np.nan)),
                 "tracking_residual": float(residuals.loc[(sequence, frame), "landmark_px"]),
                 "surface_distance_m": float(views.loc[serial, "median_distance"]),
                 "valid_fraction": float(views.loc[serial, "valid_fraction"]),

@@ -80,10 +80,12 @@ def _reconstruct(
         "reason": result.reason,
         "registered": result.registered,
         "median_residual_mm": result.median_residual_mm,
+        "reprojection_px": result.reprojection_px,
+        "mode": result.mode,
         "seconds": dataclasses.asdict(result.timings),
     }
     if result.status == "ok":
-        sparse = _dense_model(frames_dir, tmp, config, result)
+        sparse, record["dense_poses"] = _dense_model(frames_dir, tmp, config, result)
         record.update(_dense(frames_dir, tmp, sparse, config, progress))
     else:
         record.update(status="dropped", reason=f"SfM: {result.reason}")
@@ -92,16 +94,19 @@ def _reconstruct(
 
 def _dense_model(
     frames_dir: Path, tmp: Path, config: ReconstructionConfig, mapped: sfm.SfmResult
-) -> Path:
-    """The sparse model dense depth runs on (see `ReconstructionConfig.dense_poses`)."""
+) -> tuple[Path, str]:
+    """The sparse model dense depth runs on (see `ReconstructionConfig.dense_poses`), and
+    which poses it has: "calibrated", "sfm", or the fallback to SfM's with the reason."""
     if config.dense_poses == "sfm" or config.sfm.mode == "calibrated":
-        return mapped.sparse_dir
+        return mapped.sparse_dir, "calibrated" if config.sfm.mode == "calibrated" else "sfm"
     calibrated = sfm.run_sfm(
         frames_dir=frames_dir,
         output=tmp / CALIBRATED_DIR,
         config=dataclasses.replace(config.sfm, mode="calibrated"),
     )
-    return calibrated.sparse_dir if calibrated.status == "ok" else mapped.sparse_dir
+    if calibrated.status == "ok":
+        return calibrated.sparse_dir, "calibrated"
+    return mapped.sparse_dir, f"sfm (fallback: calibrated triangulation {calibrated.reason})"
 
 
 def _dense(

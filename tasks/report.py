@@ -18,6 +18,8 @@ RECONSTRUCTION_COLUMNS = [
     "status",
     "reason",
     "registered",
+    "sfm_mode",
+    "dense_poses",
     "median_residual_mm",
     "sfm_seconds",
     "depth_seconds",
@@ -43,6 +45,8 @@ def reconstruction_table(
                 "status": record["status"],
                 "reason": record["reason"],
                 "registered": sfm.get("registered"),
+                "sfm_mode": sfm.get("mode", ""),
+                "dense_poses": record.get("dense_poses", ""),
                 "median_residual_mm": sfm.get("median_residual_mm"),
                 "sfm_seconds": sum((sfm.get("seconds") or {}).values()),
                 "depth_seconds": record.get("mvs", {}).get("seconds"),
@@ -68,6 +72,27 @@ def timestep_table(*, reconstruction: pd.DataFrame, tracking: pd.DataFrame) -> p
         kept, "", np.where(registered, table.tracking_reason.fillna(""), table.reason)
     )
     return table.drop(columns=["status", "reason", "tracked", "tracking_reason"])
+
+
+def _registration(timesteps: pd.DataFrame) -> str:
+    """How the reconstructed timesteps got their poses, said only as it happened: " (16/16
+    registered by SfM)" only when SfM's mapping registered all views of each; dense depth
+    that fell back from the calibrated poses to SfM's is named."""
+    done = timesteps[timesteps.dropped_at != "reconstruction"]
+    if done.empty:
+        return ""
+    notes = []
+    mapped = done[(done.sfm_mode == "mapping") & (done.registered == 16)]
+    if len(mapped):
+        notes.append(f"{len(mapped)} with 16/16 registered by SfM")
+    if len(done) - len(mapped):
+        notes.append(f"{len(done) - len(mapped)} on the calibrated poses without SfM mapping")
+    fallback = done.dense_poses.astype(str).str.startswith("sfm (fallback")
+    if fallback.any():
+        notes.append(
+            f"{int(fallback.sum())} with depth on SfM poses (calibrated triangulation failed)"
+        )
+    return f" ({'; '.join(notes)})"
 
 
 def _drop_lines(table: pd.DataFrame) -> list[str]:
@@ -102,7 +127,7 @@ def subject_report(
     kept = int(timesteps.kept.sum())
     summary = [
         f"subject {subject}: {len(selection.table)} timesteps selected, "
-        f"{reconstructed} reconstructed (16/16 registered), "
+        f"{reconstructed} reconstructed{_registration(timesteps)}, "
         f"{kept} tracked and kept; shard {shard} with {shard_rows} views",
         *([f"head model: {head_model}"] if head_model else []),
         *selection.warnings,

@@ -130,6 +130,13 @@ def select_frames(
     valid = _with_face(signals)
     warnings = []
     wanted = config.blendshape_count + config.pose_count
+    if valid.empty:
+        warnings.append(f"subject {subject}: no frame with a face in any usable sequence")
+        logger.warning(warnings[-1])
+        empty = pd.DataFrame({"sequence": [], "frame": [], "criterion": [], "order": []}).astype(
+            {"sequence": str, "frame": "int64", "criterion": str, "order": "int64"}
+        )
+        return Selection(table=empty, warnings=tuple(warnings), failures=dict(failures or {}))
     if len(valid) < wanted:
         warnings.append(
             f"subject {subject}: only {len(valid)} frames with a face, fewer than the "

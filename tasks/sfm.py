@@ -125,6 +125,8 @@ class SfmResult:
     """Serial -> distance between aligned and calibrated camera centre in mm (registered only)."""
     median_residual_mm: float | None
     """Median of `residuals_mm`; None without an alignment (fewer than 3 views)."""
+    reprojection_px: dict[str, float]
+    """Serial -> mean reprojection error of its observed 3D points, in pixels (registered)."""
     num_points3d: int
     """3D points in the largest model."""
     timings: SfmTimings
@@ -391,10 +393,27 @@ def _assess(
         expected=len(SERIALS),
         residuals_mm=residuals,
         median_residual_mm=median,
+        reprojection_px={} if model is None else reprojection_errors_px(model),
         num_points3d=0 if model is None else model.num_points3D(),
         timings=SfmTimings(extraction=0.0, matching=0.0, mapping=0.0),
         directory=Path(),
     )
+
+
+def reprojection_errors_px(model: pycolmap.Reconstruction) -> dict[str, float]:
+    """Serial -> mean distance (pixels) between each observation and its 3D point's projection
+    in that view: how well the view agrees with the model (the shard's `sfm_residual_px`)."""
+    errors = {}
+    for image in model.images.values():
+        camera, pose = model.cameras[image.camera_id], image.cam_from_world()
+        seen = [p for p in image.points2D if p.has_point3D()]
+        if not seen:
+            continue
+        xyz = np.stack([model.points3D[p.point3D_id].xyz for p in seen])
+        projected = camera.img_from_cam(np.asarray([pose * x for x in xyz]))
+        observed = np.stack([p.xy for p in seen])
+        errors[serial_of(image.name)] = float(np.linalg.norm(projected - observed, axis=1).mean())
+    return dict(sorted(errors.items()))
 
 
 # ---------------------------------------------------------------- summary file

@@ -97,11 +97,11 @@ def extract_signals(
     if not rows and not failure:
         failure = f"{path}: no frames"
     return SequenceSignals(
-        sequence=sequence, table=pd.DataFrame(rows, columns=_COLUMNS), failure=failure
+        sequence=sequence, table=pd.DataFrame(rows, columns=COLUMNS), failure=failure
     )
 
 
-_COLUMNS = [
+COLUMNS = [
     "sequence",
     "frame",
     "detected",

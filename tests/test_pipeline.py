@@ -28,6 +28,7 @@ from tasks.formats import shards, video
 from tasks.sample.subject import SampleSubjectConfig, generate_sample_subject
 
 BLANKED = "222200049"
+FRONTAL = "222200037"
 FRAMES = 2
 SETTINGS = """[faceanything]
 data_root = {data}
@@ -83,7 +84,8 @@ def _files(shard: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Sample root with subject 900 and 902 (900 with camera BLANKED grey in every video)."""
+    """Sample root with subject 900, 902 (900 with camera BLANKED grey in every video) and 903
+    (900 whose frontal videos do not decode)."""
     root = tmp_path_factory.mktemp("pipeline_data")
     generate_sample_subject(
         config=SampleSubjectConfig(subject="900", frames_per_sequence=FRAMES), root=root
@@ -93,14 +95,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         count = video.count_frames(path)
         height, width = video.decode_frames(path, [0]).frames[0].shape[:2]
         video.write_video(path, [np.full((height, width, 3), 90, np.uint8)] * count)
+    shutil.copytree(root / "900", root / "903")
+    for path in sorted((root / "903" / "sequences").glob(f"*/images/cam_{FRONTAL}.mp4")):
+        path.write_bytes(b"not a video")
     return root
 
 
 @pytest.fixture(scope="module")
 def single(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One worker, local scheduler: the dropped subject first, then 900."""
-    folder = _workspace(tmp_path_factory.mktemp("single"), data, "single", ["902", "900"])
-    _run(folder)
+    folder = _workspace(tmp_path_factory.mktemp("single"), data, "single", ["902", "903", "900"])
+    _run(folder, "--workers", "1")
     return folder
 
 
@@ -115,6 +120,12 @@ def test_all_dropped_subject_is_reported_and_the_dataset_goes_on(single: Path) -
     assert list(table.dropped_at) == ["reconstruction"] * 3
     assert not table.kept.any()
 
+    unusable = _report(single, "903")
+    assert unusable["selected"] == unusable["shard_views"] == 0
+    reasons = [line for line in unusable["summary"] if FRONTAL in line]
+    assert len(reasons) == 2 and all("unusable" in line for line in reasons), unusable["summary"]
+    assert any("no frame with a face" in line for line in unusable["summary"])
+
     built = _report(single, "900")
     assert built["reconstructed"] == 3 and built["tracked"] >= 2
     assert built["shard_views"] == 16 * built["tracked"]
@@ -127,6 +138,8 @@ def test_all_dropped_subject_is_reported_and_the_dataset_goes_on(single: Path) -
     listed = shards.read_manifest(dataset)
     assert [info.path.name for info in listed] == ["900"]
     assert listed[0].samples == built["shard_views"]
+    residual = shards.read_index(dataset / "900").sfm_residual_px
+    assert residual.between(0.01, 2.0).all(), residual.describe()  # SfM's pixels, filled
     assert shards.validate(dataset) == []
     assert len(shards.read_index(dataset / "902")) == 0
     assert shards.validate(dataset / "902") == []
@@ -205,7 +218,7 @@ def _finished(out: Path) -> dict[str, tuple[int, int]]:
     """Outputs of finished per-timestep and subject tasks -> (inode, mtime_ns)."""
     subject = out / "subjects" / "900"
     paths = [*subject.glob("*.parquet"), *subject.glob("tracking-*")]
-    paths += [*subject.glob("timesteps/*/*-*"), *subject.glob("signals-*/*.parquet")]
+    paths += [*subject.glob("timesteps/*/*-*"), *subject.glob("signals/*.parquet")]
     return {
         p.relative_to(out).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
         for p in paths
@@ -240,3 +253,55 @@ def test_sigkill_then_resume_redoes_nothing_finished(data: Path, single: Path) -
     assert {name: after.get(name) for name in before} == before  # none redone
     assert shards.validate(out / "shards") == []
     assert _files(out / "shards" / "900") == _files(single / "out" / "shards" / "900")
+
+
+def _ran_kinds(folder: Path, *extra: str) -> dict[str, int]:
+    """Run the pipeline; how many tasks of each kind it ran."""
+    kinds: dict[str, int] = {}
+    done = _run(folder, "--workers", "1", *extra)
+    for task in _ran(done.stdout + done.stderr):
+        kind = task.split("(")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+@pytest.mark.slow
+def test_a_change_rebuilds_exactly_what_depends_on_it(
+    data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A selection count, a tracking weight, then the calibration file, changed in turn."""
+    own = tmp_path_factory.mktemp("edited_data")
+    shutil.copytree(data, own, dirs_exist_ok=True)  # the calibration is edited below
+    folder = _workspace(tmp_path_factory.mktemp("edited"), own, "edited", ["900"])
+    first = _ran_kinds(folder)
+    assert first["Reconstruct"] == 3 and first["ExtractSignals"] == 2
+    assert _ran_kinds(folder) == {}  # nothing changed: nothing runs
+
+    settings = folder / "luigi.cfg"
+    settings.write_text(settings.read_text().replace("pose_count = 1", "pose_count = 2"))
+    subject_on = {"TrackSubject": 1, "WriteShards": 1, "BuildSubject": 1, "BuildDataset": 1}
+    ran = _ran_kinds(folder)
+    kept = _report(folder, "900")["tracked"]
+    assert ran == {
+        "SelectFrames": 1,
+        "ExtractFrames": 1,  # only the newly selected timestep
+        "Reconstruct": 1,
+        "ReconstructSubject": 1,
+        "Canonicalize": kept,
+        **subject_on,
+    }
+
+    settings.write_text(settings.read_text() + "[tracking]\npoint_weight = 2.0\n")
+    assert _ran_kinds(folder) == {"Canonicalize": kept, **subject_on}
+
+    calibration = own / "900" / "calibration" / "camera_params.json"
+    calibration.write_text(json.dumps(json.loads(calibration.read_text()), indent=2))
+    ran = _ran_kinds(folder)
+    assert ran == {
+        "InspectSubject": 1,
+        "ExtractFrames": 4,
+        "Reconstruct": 4,
+        "ReconstructSubject": 1,
+        "Canonicalize": _report(folder, "900")["tracked"],
+        **subject_on,
+    }

@@ -30,6 +30,10 @@ def _reconstruction() -> pd.DataFrame:
                 "status": status,
                 "reason": reason,
                 "registered": 16 if status == "ok" else 15,
+                "sfm_mode": "mapping",
+                "dense_poses": "sfm (fallback: calibrated triangulation x)"
+                if f == 3
+                else "calibrated",
                 "median_residual_mm": 1.0,
                 "sfm_seconds": 2.0,
                 "depth_seconds": depth,
@@ -84,6 +88,10 @@ def test_report_counts_groups_reasons_and_sums_seconds() -> None:
         shard_rows=16,
     )
     assert (report["selected"], report["reconstructed"], report["tracked"]) == (4, 2, 1)
+    assert (
+        "2 reconstructed (2 with 16/16 registered by SfM; 1 with depth on SfM poses"
+        in (report["summary"][0])
+    )
     assert report["summary"][1] == (
         "dropped at reconstruction: 2 x SfM: registered 15/16; not registered: 222200049"
     )
