@@ -88,9 +88,12 @@ class SfmConfig:
     """Drop the timestep when the median camera-centre residual after alignment exceeds this."""
     min_points_per_view: int = 30
     """Calibrated mode: triangulated points a view must see to count as registered."""
-    num_threads: int = -1
-    """Threads for matching (-1: all cores). Extraction runs on one (several threads number
-    the images in the order they finish) and mapping on one, so a run repeats exactly."""
+    num_threads: int = 1
+    """Threads for matching (-1: all cores). One, like extraction (several threads number the
+    images in the order they finish) and mapping: with several, which pairs a thread verifies,
+    and so its RANSAC draws, depend on timing; the verified matches, the triangulated points
+    and through them the views fusion overlaps then differ from build to build. A build uses
+    the cores through parallel Luigi workers instead."""
     seed: int = 0
     """Seed of every random choice (RANSAC, mapper), so a run repeats exactly."""
 

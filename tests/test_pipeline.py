@@ -305,3 +305,16 @@ def test_a_change_rebuilds_exactly_what_depends_on_it(
         "Canonicalize": _report(folder, "900")["tracked"],
         **subject_on,
     }
+
+
+@pytest.mark.slow
+def test_same_input_in_another_folder_gives_the_same_shard(
+    data: Path, single: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A copy of the data and a build in other folders (as two clones are): same bytes."""
+    other = tmp_path_factory.mktemp("elsewhere") / "deeper" / "data"
+    shutil.copytree(data, other)
+    folder = _workspace(other.parent, other, "build", ["900"])
+    _run(folder)
+    expected = _files(single / "out" / "shards" / "900")
+    assert len(expected) > 1 and _files(folder / "out" / "shards" / "900") == expected
