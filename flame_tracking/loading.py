@@ -1,11 +1,13 @@
-"""Load a user's FLAME 2020/2023 pickle and MediaPipe landmark embedding without running code.
+"""Load a user's FLAME 2020/2023 pickle, its face-region masks and MediaPipe landmark embedding
+without running code.
 
 FLAME ships as a pickle (licensed, not bundled). FLAME 2020's `generic_model.pkl` is a
 Python 2 pickle whose arrays are chumpy `Ch` objects; FLAME 2023's is a Python 3 pickle
 (plain arrays or the same objects; both load). A plain `pickle.load` would run whatever the
 file names, so the unpickler below only resolves an allow-list of globals (numpy arrays, scipy
 sparse matrices, stand-ins for chumpy's array classes) and refuses every other one before
-anything from the file is called.
+anything from the file is called. FLAME's `FLAME_masks.pkl` (region name -> vertex indices, a
+Python 2 pickle of plain arrays) goes through the same unpickler.
 """
 
 from __future__ import annotations
@@ -97,6 +99,13 @@ def _codecs_encode(text: object, encoding: object = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+def _empty_bytes(*args: object) -> bytes:
+    """Python 3 writes b'' as `bytes()` in protocols below 3 (an empty array's data)."""
+    if args:
+        raise pickle.UnpicklingError("bytes(...) is allowed only without arguments")
+    return b""
+
+
 def _allow_list() -> dict[tuple[str, str], Any]:
     """The globals FLAME files name, in Python 2/3 and old/new numpy and scipy spellings."""
     allowed: dict[tuple[str, str], Any] = {
@@ -114,6 +123,7 @@ def _allow_list() -> dict[tuple[str, str], Any]:
         allowed[(builtins, "object")] = object
         allowed[(builtins, "set")] = set
         allowed[(builtins, "frozenset")] = frozenset
+        allowed[(builtins, "bytes")] = _empty_bytes
     for copyreg_module in ("copy_reg", "copyreg"):
         allowed[(copyreg_module, "_reconstructor")] = _reconstructor
     for fmt, cls in (("csc", _SparseCsc), ("csr", _SparseCsr), ("coo", _SparseCoo)):
@@ -233,6 +243,55 @@ def load_flame(
         kintree_table=a["kintree_table"].astype(np.int64),
         source=str(path),
     )
+
+
+def _region_indices(name: object, value: object, *, source: str) -> np.ndarray:
+    """One region's vertex indices as sorted, unique int64, or `FlameModelError` naming it."""
+    if not isinstance(name, str):
+        raise FlameModelError(f"{source}: not FLAME's masks: region name {name!r} is not text")
+    kind = getattr(value, "dtype", type(value).__name__)
+    shape = getattr(value, "shape", "")
+    ok = isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu"
+    if not ok:
+        raise FlameModelError(f"{source}: region '{name}' is {kind} {shape}, want (N,) indices")
+    if value.size and value.min() < 0:
+        raise FlameModelError(f"{source}: region '{name}' has negative vertex indices")
+    return np.unique(value).astype(np.int64)
+
+
+def load_flame_masks(path: Path | str, *, model: FlameModel | None = None) -> dict[str, np.ndarray]:
+    """Read FLAME's `FLAME_masks.pkl`: region name -> (N,) sorted vertex ids (int64).
+
+    FLAME's file holds face, scalp, neck, eye_region, boundary, left/right_eyeball, lips,
+    nose, forehead, left/right_ear and left/right_eye_region; the tracker needs 'face'.
+
+    Args:
+        path: the masks pickle (read through the restricted unpickler, as `load_flame`).
+        model: when given, every index must be one of its vertices (masks of another
+            model, e.g. FLAME's beside the sample head, are refused).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FLAME masks file not found: {path}")
+    raw = _unpickle(path)
+    if not isinstance(raw, dict):
+        raise FlameModelError(
+            f"{path}: not FLAME's masks: the pickle holds a {type(raw).__name__}, "
+            "not a dict of region name -> vertex indices"
+        )
+    masks = {name: _region_indices(name, value, source=str(path)) for name, value in raw.items()}
+    if "face" not in masks or not len(masks["face"]):
+        regions = ", ".join(masks) or "none"
+        raise FlameModelError(f"{path}: no (or an empty) 'face' region; regions: {regions}")
+    if model is not None:
+        for name, ids in masks.items():
+            if len(ids) and ids[-1] >= model.num_vertices:
+                raise FlameModelError(
+                    f"{path}: region '{name}' holds vertex {ids[-1]}, but the FLAME model "
+                    f"{model.source or ''} has {model.num_vertices} vertices: these masks "
+                    "belong to another model"
+                )
+    return masks
 
 
 def _checked_embedding(arrays: dict[str, np.ndarray], *, source: str) -> dict[str, np.ndarray]:

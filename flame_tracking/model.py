@@ -57,7 +57,8 @@ class FlameModel:
     lmk_mediapipe_idx: np.ndarray | None = None
     """(L,) int64 index of each embedded landmark among MediaPipe's 478."""
     face_vertex_ids: np.ndarray | None = None
-    """(N,) int64 vertices of the face region (scores and fitting focus there), or None."""
+    """(N,) int64 vertices of the face region (points fit there), or None: FLAME's come from
+    its `FLAME_masks.pkl` (`with_face_region`), the sample head's are built in."""
     source: str = ""
     """Where the model came from (a file path or 'sample'), for error messages and reports."""
 
@@ -93,6 +94,10 @@ class FlameModel:
             lmk_b_coords=lmk_b_coords,
             lmk_mediapipe_idx=lmk_mediapipe_idx,
         )
+
+    def with_face_region(self, *, face_vertex_ids: np.ndarray) -> FlameModel:
+        """The same model with (N,) face-region vertex ids, e.g. FLAME's masks' 'face'."""
+        return dataclasses.replace(self, face_vertex_ids=face_vertex_ids)
 
 
 def _check(cond: bool, model: FlameModel, field: str, message: str) -> None:
@@ -148,6 +153,11 @@ def validate(model: FlameModel) -> None:
         mi = model.lmk_mediapipe_idx
         ok = mi is not None and mi.shape == fi.shape and mi.max() < 478
         _check(ok, model, "lmk_mediapipe_idx", f"want ({len(fi)},) indices below 478")
+    if model.face_vertex_ids is not None:
+        ids = model.face_vertex_ids
+        ok = isinstance(ids, np.ndarray) and ids.ndim == 1 and ids.size > 0
+        ok = ok and ids.dtype.kind in "iu" and ids.min() >= 0 and ids.max() < n
+        _check(ok, model, "face_vertex_ids", f"want (N,) indices in [0, {n}), N > 0")
 
 
 _ARRAY_FIELDS = tuple(f.name for f in dataclasses.fields(FlameModel) if f.name not in ("source",))

@@ -3,7 +3,9 @@ their start, and FLAME evaluated for them.
 
 FLAME is evaluated only at the vertices the energies read (`subset.py`): the landmark
 triangles in landmark-only stages, the fitted region when points join. Static offsets live
-on the fitted region (the face, or the whole head) and are zero elsewhere.
+on the fitted region (the face, or the whole head) and are zero elsewhere. The face is the
+model's `face_vertex_ids` (FLAME's masks' 'face'); asking for it on a model without one is an
+error, not a silent widening to the whole head.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from scipy import sparse
 from flame_tracking import energies as E
 from flame_tracking.initialisation import rigid_start
 from flame_tracking.lbs import FlameLayer, FlameParams
-from flame_tracking.model import FlameModel
+from flame_tracking.model import FlameModel, FlameModelError
 from flame_tracking.observations import LandmarkBatch, TimestepObservation, pack_landmarks
 from flame_tracking.settings import PER_TIMESTEP, TrackerConfig
 from flame_tracking.subset import VertexSubset, restrict_model
@@ -85,6 +87,24 @@ def _centres(world_2_cam: np.ndarray) -> np.ndarray:
     return -np.einsum("...ji,...j->...i", rotation, shift)
 
 
+def fitted_region(model: FlameModel, *, point_region: Literal["face", "head"]) -> np.ndarray:
+    """(V,) bool: the vertices fused points may fit; raises `FlameModelError` for 'face' on a
+    model without a face region (a FLAME file needs its `FLAME_masks.pkl`)."""
+    region = np.zeros(model.num_vertices, dtype=bool)
+    if point_region == "head":
+        region[:] = True
+    elif model.face_vertex_ids is None:
+        raise FlameModelError(
+            f"the tracker's point term fits the face region (point_region='face'), but the "
+            f"FLAME model {model.source!r} has none: set `[faceanything] flame_masks` to "
+            "FLAME's FLAME_masks.pkl (its 'face' region), or `[tracking] point_region = head` "
+            "to fit the whole head"
+        )
+    else:
+        region[model.face_vertex_ids] = True
+    return region
+
+
 def build_problem(
     *,
     model: FlameModel,
@@ -94,9 +114,7 @@ def build_problem(
 ) -> Problem:
     """Tensors of the usable `timesteps` and the reduced models the energies evaluate."""
     landmark_ids = np.unique(model.f[model.lmk_face_idx])
-    region = np.zeros(model.num_vertices, dtype=bool)
-    has_face = config.point_region == "face" and model.face_vertex_ids is not None
-    region[model.face_vertex_ids if has_face else slice(None)] = True
+    region = fitted_region(model, point_region=config.point_region)
     subsets = {
         "landmark": restrict_model(model, landmark_ids),
         "fit": restrict_model(model, np.union1d(np.flatnonzero(region), landmark_ids)),

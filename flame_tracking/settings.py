@@ -123,7 +123,7 @@ class TrackerConfig:
     correspondence_every: int = 10
     """Steps between updates of point correspondences and landmark visibility."""
     point_region: Literal["face", "head"] = "face"
-    """Vertices points may fit: the model's `face_vertex_ids` (all if it has none) or all."""
+    """Points fit the model's `face_vertex_ids` (an error if it has none) or every vertex."""
     point_max_distance: float = 0.01
     """Metres: a point further than this from its nearest vertex is not fitted."""
     point_min_normal_cos: float = 0.5

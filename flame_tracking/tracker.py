@@ -30,6 +30,7 @@ from flame_tracking.observations import SubjectObservations, TimestepObservation
 from flame_tracking.optimisation import (
     Problem,
     build_problem,
+    fitted_region,
     initial_variables,
     select_timesteps,
 )
@@ -108,13 +109,9 @@ def track(
     Timesteps without landmarks in `config.min_views` views are dropped with their reason
     before optimisation; the others are tracked jointly, then residual outliers are dropped.
     With no usable timestep the result keeps the template identity and only the reasons.
-    Raises ValueError when the model lacks a landmark embedding.
+    Raises ValueError as `check_trackable` does.
     """
-    if model.lmk_face_idx is None:
-        raise ValueError(
-            f"FLAME model {model.source!r} has no MediaPipe landmark embedding; "
-            "attach one with FlameModel.with_landmarks(**load_landmark_embedding(path))"
-        )
+    check_trackable(model=model, config=config)
     previous = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -122,6 +119,17 @@ def track(
         return _track(model=model, observations=observations, config=config, progress=progress)
     finally:
         torch.set_num_threads(previous)
+
+
+def check_trackable(*, model: FlameModel, config: TrackerConfig) -> None:
+    """Raise ValueError when `model` cannot be tracked with `config` (no landmark embedding;
+    no face region for `point_region='face'`), so a caller can fail before any work."""
+    if model.lmk_face_idx is None:
+        raise ValueError(
+            f"FLAME model {model.source!r} has no MediaPipe landmark embedding; "
+            "attach one with FlameModel.with_landmarks(**load_landmark_embedding(path))"
+        )
+    fitted_region(model, point_region=config.point_region)
 
 
 def _track(

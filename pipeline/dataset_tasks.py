@@ -49,6 +49,7 @@ class TrackSubject(luigi.Task):
             timesteps=assemble.tracking_inputs(pd.read_parquet(self.input().path)),
             flame_path=head.model,
             embedding_path=head.embedding,
+            masks_path=head.masks,
             out_dir=Path(self.output().path),
             config=config.tracking_config(),
             progress=progress_callback(self),

@@ -79,7 +79,15 @@ def head_model_files() -> HeadModelFiles:
         if embedding is None:
             raise ValueError("flame_model is set: set flame_landmark_embedding too (luigi.cfg)")
         masks = Path(cfg.flame_masks) if cfg.flame_masks else None
+        if masks is None and config.tracking().point_region == "face":
+            raise ValueError(
+                "flame_model is set without flame_masks: set [faceanything] flame_masks to "
+                "FLAME_masks.pkl (its face region is what the fused points fit), or "
+                "[tracking] point_region = head"
+            )
         files = HeadModelFiles(model=Path(cfg.flame_model), embedding=embedding, masks=masks)
+    elif cfg.flame_masks:
+        raise ValueError("flame_masks is set without flame_model: FLAME's masks need FLAME")
     elif config.is_sample() or cfg.stand_in_head:
         default = config.data_root() / EMBEDDING_FILE
         files = HeadModelFiles(model=None, embedding=embedding or default, masks=None)

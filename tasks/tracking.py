@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from flame_tracking.loading import load_flame, load_landmark_embedding
+from flame_tracking.loading import load_flame, load_flame_masks, load_landmark_embedding
 from flame_tracking.model import FlameModel
 from flame_tracking.observations import (
     SubjectObservations,
@@ -44,6 +44,7 @@ from flame_tracking.settings import PER_TIMESTEP, TrackerConfig
 from flame_tracking.tracker import (
     TimestepReport,
     TrackingResult,
+    check_trackable,
     neutral_vertices,
     posed_vertices,
     track,
@@ -116,11 +117,24 @@ class TrackSubjectResult:
     """Wall time of the call."""
 
 
-def load_tracking_model(*, flame_path: Path | None, embedding_path: Path) -> FlameModel:
-    """The FLAME model with its MediaPipe landmark embedding; `flame_path` None means the
-    embedded sample head model. Raises (FileNotFoundError, FlameModelError) on a wrong path
-    or file, so a subject fails before any image is read."""
+def load_tracking_model(
+    *, flame_path: Path | None, embedding_path: Path, masks_path: Path | None = None
+) -> FlameModel:
+    """The FLAME model with its MediaPipe landmark embedding and, from `masks_path` (FLAME's
+    `FLAME_masks.pkl`), its face region; `flame_path` None means the embedded sample head
+    model, which has its own face region (masks without a FLAME file are refused: FLAME's
+    indices would land on arbitrary sample vertices). Raises (FileNotFoundError,
+    FlameModelError, ValueError) on a wrong path or file, so a subject fails before any image
+    is read."""
+    if flame_path is None and masks_path is not None:
+        raise ValueError(
+            f"FLAME masks {masks_path} are set without a FLAME model: set "
+            "`[faceanything] flame_model` too (the sample head model has its own face region)"
+        )
     model = build_sample_model() if flame_path is None else load_flame(flame_path)
+    if masks_path is not None:
+        face = load_flame_masks(masks_path, model=model)["face"]
+        model = model.with_face_region(face_vertex_ids=face)
     return model.with_landmarks(**load_landmark_embedding(embedding_path))
 
 
@@ -334,16 +348,22 @@ def track_subject(
     embedding_path: Path,
     out_dir: Path,
     config: TrackingConfig,
+    masks_path: Path | None = None,
     progress: Progress | None = None,
 ) -> TrackSubjectResult:
     """Track one subject from its timesteps' frames and fused clouds into `out_dir`.
 
-    The FLAME model is loaded first, so a wrong path fails before any work. Timesteps
-    without a face, and tracking outliers, are dropped with their reasons (residuals.parquet);
-    when none is usable the outputs hold only those reasons."""
+    The FLAME model (with `masks_path`'s face region, see `load_tracking_model`) is loaded and
+    checked against the tracker's settings first, so a wrong path, or a FLAME file without
+    masks while points fit the face, fails before any work. Timesteps without a face, and
+    tracking outliers, are dropped with their reasons (residuals.parquet); when none is usable
+    the outputs hold only those reasons."""
     start = time.monotonic()
     report = progress or silent
-    model = load_tracking_model(flame_path=flame_path, embedding_path=embedding_path)
+    model = load_tracking_model(
+        flame_path=flame_path, embedding_path=embedding_path, masks_path=masks_path
+    )
+    check_trackable(model=model, config=config.tracker)
     observations = gather_observations(
         subject=subject,
         timesteps=timesteps,

@@ -31,12 +31,20 @@ def test_stand_in_head_is_explicit_and_named(settings, tmp_path: Path) -> None:
 
 def test_flame_files_are_checked(settings, tmp_path: Path) -> None:
     model, embedding = tmp_path / "flame2023.pkl", tmp_path / "embedding.npz"
+    masks = tmp_path / "FLAME_masks.pkl"
     model.write_bytes(b"pkl")
     settings.set("faceanything", "flame_model", str(model))
     with pytest.raises(ValueError, match="flame_landmark_embedding"):
         head_model_files()
     settings.set("faceanything", "flame_landmark_embedding", str(embedding))
+    with pytest.raises(ValueError, match="without flame_masks"):
+        head_model_files()
+    settings.set("faceanything", "flame_masks", str(masks))
     with pytest.raises(FileNotFoundError, match="embedding.npz"):
         head_model_files()
     embedding.write_bytes(b"npz")
-    assert head_model_files().describe() == f"FLAME {model}"
+    with pytest.raises(FileNotFoundError, match="FLAME_masks.pkl"):
+        head_model_files()
+    masks.write_bytes(b"pkl")
+    files = head_model_files()
+    assert files.masks == masks and files.describe() == f"FLAME {model}, masks {masks}"

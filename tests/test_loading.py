@@ -1,15 +1,18 @@
-"""FLAME files in their real on-disk formats go through `load_flame`; hostile ones do not run.
+"""FLAME files in their real on-disk formats go through `load_flame` / `load_flame_masks`;
+hostile ones do not run.
 
 FLAME 2020's `generic_model.pkl` is a Python 2 pickle of chumpy objects and an old-scipy
-sparse matrix. Without chumpy or Python 2 we write the same opcodes: classes named
-`chumpy.ch.Ch` and `scipy.sparse.csc.csc_matrix` carrying the state dicts those libraries
-pickle, and byte strings as Python 2 `str` opcodes.
+sparse matrix, and `FLAME_masks.pkl` a Python 2 pickle of a dict of int arrays. Without
+chumpy or Python 2 we write the same opcodes: classes named `chumpy.ch.Ch` and
+`scipy.sparse.csc.csc_matrix` carrying the state dicts those libraries pickle, and byte
+strings as Python 2 `str` opcodes.
 """
 
 from __future__ import annotations
 
 import builtins
 import codecs
+import dataclasses
 import os
 import pickle
 import struct
@@ -27,6 +30,7 @@ from flame_tracking.lbs import FlameLayer, FlameParams
 from flame_tracking.loading import (
     UnsafePickleError,
     load_flame,
+    load_flame_masks,
     load_landmark_embedding,
     save_landmark_embedding,
 )
@@ -279,6 +283,151 @@ def test_garbage_file_names_the_path(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a pickle")
     with pytest.raises(FlameModelError, match="generic_model.pkl"):
         load_flame(path)
+
+
+# ---------------------------------------------------------------- FLAME_masks.pkl
+
+FLAME_REGIONS = (
+    "face",
+    "scalp",
+    "neck",
+    "eye_region",
+    "boundary",
+    "left_eyeball",
+    "right_eyeball",
+    "lips",
+    "nose",
+    "forehead",
+    "left_ear",
+    "right_ear",
+    "left_eye_region",
+    "right_eye_region",
+)
+"""The regions of FLAME 2020/2023's FLAME_masks.pkl, in its order."""
+
+
+def sample_masks(model: FlameModel) -> dict[str, np.ndarray]:
+    """FLAME's regions cut from the sample head (int64, as FLAME's file holds them): 'face' is
+    the sample's own face region, eyeballs are the vertices skinned to one eye joint, the rest
+    are boxes on the template."""
+    x, y, z = model.v_template.T
+    eye_left, eye_right = model.weights[:, 3] > 0.999, model.weights[:, 4] > 0.999
+    head = ~(eye_left | eye_right)
+    face = np.zeros(model.num_vertices, dtype=bool)
+    face[model.face_vertex_ids] = True
+    boundary = np.zeros(model.num_vertices, dtype=bool)  # face corners of mixed triangles
+    boundary[model.f[face[model.f].any(1) & ~face[model.f].all(1)]] = True
+    eyes = face & (np.abs(x) > 0.01) & (np.abs(x) < 0.06) & (y > 0.01) & (y < 0.05)
+    ear = head & ~face & (np.abs(x) > 0.07) & (np.abs(z) < 0.03) & (np.abs(y) < 0.04)
+    regions = {
+        "face": face,
+        "scalp": head & ~face & (y > 0.0),
+        "neck": head & (y < -0.11),
+        "eye_region": eyes,
+        "boundary": face & boundary,
+        "left_eyeball": eye_left,
+        "right_eyeball": eye_right,
+        "lips": face & (np.abs(x) < 0.03) & (y > -0.055) & (y < -0.025),
+        "nose": face & (np.abs(x) < 0.02) & (np.abs(y) < 0.03) & (z > 0.09),
+        "forehead": face & (y > 0.06),
+        "left_ear": ear & (x > 0),
+        "right_ear": ear & (x < 0),
+        "left_eye_region": eyes & (x > 0),
+        "right_eye_region": eyes & (x < 0),
+    }
+    assert tuple(regions) == FLAME_REGIONS and all(r.any() for r in regions.values())
+    return {name: np.flatnonzero(mask).astype(np.int64) for name, mask in regions.items()}
+
+
+def write_flame_masks(masks: dict[str, object], path: Path, *, python2: bool = True) -> Path:
+    """FLAME's format: a protocol 2 pickle of the dict; `python2` writes it as Python 2 did
+    (region names and array bytes as `str` opcodes, numpy.core module names)."""
+    with path.open("wb") as fh:
+        (Py2Pickler if python2 else pickle.Pickler)(fh, protocol=2).dump(masks)
+    return path
+
+
+@pytest.mark.parametrize("python2", [True, False], ids=["python2", "python3"])
+def test_flame_masks_round_trip(sample_model: FlameModel, tmp_path: Path, python2: bool) -> None:
+    masks = sample_masks(sample_model)
+    path = write_flame_masks(masks, tmp_path / "FLAME_masks.pkl", python2=python2)
+    raw = path.read_bytes()
+    assert b"numpy.core.multiarray" in raw if python2 else b"_codecs" in raw
+    assert raw[:2] == b"\x80\x02"  # protocol 2, as FLAME's file
+    loaded = load_flame_masks(path, model=sample_model)
+    assert tuple(loaded) == FLAME_REGIONS
+    for name, ids in masks.items():
+        assert loaded[name].dtype == np.int64
+        np.testing.assert_array_equal(loaded[name], ids, name)
+    np.testing.assert_array_equal(loaded["face"], sample_model.face_vertex_ids)
+
+
+def test_masks_give_a_loaded_flame_model_its_face_region(
+    sample_model: FlameModel, tmp_path: Path
+) -> None:
+    """A FLAME file has no face region of its own; the masks' 'face' becomes it."""
+    fields = flame_fields(sample_model)
+    flame = load_flame(write_pickle(fields, tmp_path / "flame2023.pkl", protocol=2))
+    assert flame.face_vertex_ids is None
+    small = {"face": np.array([40, 7, 3, 7], dtype=np.uint32), "scalp": np.arange(100, 120)}
+    masks = load_flame_masks(write_flame_masks(small, tmp_path / "FLAME_masks.pkl"), model=flame)
+    np.testing.assert_array_equal(masks["face"], [3, 7, 40])  # sorted, unique, int64
+    with_face = flame.with_face_region(face_vertex_ids=masks["face"])
+    np.testing.assert_array_equal(with_face.face_vertex_ids, [3, 7, 40])
+    assert with_face.source == flame.source
+    with pytest.raises(FlameModelError, match="face_vertex_ids"):
+        flame.with_face_region(face_vertex_ids=np.array([0, flame.num_vertices]))
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_code_in_a_masks_pickle_is_refused(tmp_path: Path, protocol: int) -> None:
+    marker = tmp_path / "MARKER"
+    masks = {"face": np.arange(3), "scalp": RunsCode((os.system, (f"touch '{marker}'",)))}
+    path = write_pickle(masks, tmp_path / "FLAME_masks.pkl", protocol=protocol)
+    with pytest.raises(UnsafePickleError) as err:
+        load_flame_masks(path)
+    assert str(path) in str(err.value) and "system" in str(err.value)
+    assert not marker.exists()
+
+
+def test_missing_masks_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "FLAME_masks.pkl"
+    with pytest.raises(FileNotFoundError, match=str(path)):
+        load_flame_masks(path)
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        ([np.arange(3)], "list"),
+        ({"scalp": np.arange(3), "neck": np.arange(2)}, "'face' region; regions: scalp, neck"),
+        ({"face": np.zeros(0, dtype=np.int64)}, "'face' region"),
+        ({"face": np.arange(3.0)}, "region 'face' is float64"),
+        ({"face": np.arange(6).reshape(2, 3)}, "region 'face' is int64 (2, 3)"),
+        ({"face": np.array([-1, 2])}, "region 'face' has negative"),
+        ({"face": np.arange(3), "nose": [1, 2]}, "region 'nose' is list"),
+        ({"face": np.arange(3), 7: np.arange(3)}, "region name 7"),
+    ],
+    ids=["list", "no_face", "empty_face", "floats", "2d", "negative", "not_array", "int_name"],
+)
+def test_not_flame_masks(tmp_path: Path, payload: object, words: str) -> None:
+    path = write_pickle(payload, tmp_path / "FLAME_masks.pkl", protocol=2)
+    with pytest.raises(FlameModelError) as err:
+        load_flame_masks(path)
+    assert str(path) in str(err.value) and words in str(err.value)
+
+
+def test_masks_of_another_model_are_refused(sample_model: FlameModel, tmp_path: Path) -> None:
+    """FLAME's masks (5023 vertices) beside a smaller model: indices past its vertices."""
+    masks = {"face": np.arange(10), "neck": np.array([5, sample_model.num_vertices + 1])}
+    path = write_flame_masks(masks, tmp_path / "FLAME_masks.pkl")
+    assert len(load_flame_masks(path)["neck"]) == 2  # no model: nothing to check against
+    small = dataclasses.replace(sample_model, face_vertex_ids=None)
+    with pytest.raises(FlameModelError) as err:
+        load_flame_masks(path, model=small)
+    message = str(err.value)
+    assert str(path) in message and "region 'neck'" in message
+    assert f"{sample_model.num_vertices} vertices" in message
 
 
 @pytest.fixture

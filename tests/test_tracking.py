@@ -6,6 +6,8 @@ fused cloud is the truth depth of 8 views back-projected with noise and 2% stray
 with normals, as COLMAP's fusion writes it); `track_subject` runs on them with MediaPipe's
 real detections. Two extra timesteps test the failure paths: one whose images are another
 timestep's (its landmarks disagree with its points) and one with no face in any view.
+The face region: the sample head written as a user's FLAME 2023 files (model pickle without a
+face region, FLAME_masks.pkl in FLAME's Python 2 format, landmark embedding).
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ import pandas as pd
 import pytest
 import torch
 import trimesh
+from test_loading import flame_fields, sample_masks, write_flame_masks, write_pickle
 
 from flame_tracking.energies import geman_mcclure
+from flame_tracking.fitting import select_points
 from flame_tracking.initialisation import similarity_rotation, triangulate
 from flame_tracking.lbs import FlameLayer, FlameParams
+from flame_tracking.loading import load_flame_masks, save_landmark_embedding
+from flame_tracking.model import FlameModel, FlameModelError
 from flame_tracking.observations import (
     SubjectObservations,
     TimestepObservation,
@@ -32,6 +38,7 @@ from flame_tracking.observations import (
     pack_landmarks,
     voxel_downsample,
 )
+from flame_tracking.optimisation import build_problem
 from flame_tracking.settings import PER_TIMESTEP, TrackerConfig
 from flame_tracking.subset import restrict_model
 from flame_tracking.tracker import (
@@ -287,6 +294,150 @@ def test_nothing_usable_keeps_only_the_reasons(tracked: Tracked) -> None:
     assert result.params == {} and result.stage_log == ()
     assert [r.reason for r in result.reports] == ["no face landmarks in any view"]
     assert not result.shape.any() and not result.static_offset.any()
+
+
+# ------------------------------------------------------- the face region from FLAME's masks
+
+
+def _random_embedding(model: FlameModel) -> dict[str, np.ndarray]:
+    """A landmark embedding of 105 random triangles (the point term does not read it)."""
+    rng = np.random.default_rng(0)
+    b = rng.random((105, 3))
+    return {
+        "lmk_face_idx": rng.integers(0, len(model.f), 105),
+        "lmk_b_coords": b / b.sum(1, keepdims=True),
+        "lmk_mediapipe_idx": rng.choice(478, 105, replace=False),
+    }
+
+
+@pytest.fixture(scope="module")
+def flame_files(tmp_path_factory: pytest.TempPathFactory, sample_model: FlameModel) -> dict:
+    """The sample head as a user's FLAME 2023 files: model (no face region of its own),
+    FLAME_masks.pkl (Python 2 protocol 2, as FLAME ships it) and landmark embedding."""
+    root = tmp_path_factory.mktemp("flame")
+    masks = sample_masks(sample_model)
+    masks["face"] = masks["face"][sample_model.v_template[masks["face"], 1] < 0.0]  # lower face
+    embedding = root / "mediapipe_landmark_embedding.npz"
+    save_landmark_embedding(embedding, **_random_embedding(sample_model))
+    return {
+        "flame_path": write_pickle(flame_fields(sample_model), root / "flame2023.pkl", protocol=2),
+        "masks_path": write_flame_masks(masks, root / "FLAME_masks.pkl"),
+        "embedding_path": embedding,
+        "masks": masks,
+    }
+
+
+def _one_timestep(points: np.ndarray) -> tuple[TimestepObservation, ...]:
+    """A timestep with `points` (normals +z) and one view of placeholder landmarks."""
+    view = ViewObservation(
+        serial="1",
+        K=np.eye(3),
+        world_2_cam=np.eye(4),
+        landmarks=np.zeros((478, 2)),
+        valid=np.ones(478, dtype=bool),
+    )
+    normals = np.tile([0.0, 0.0, 1.0], (len(points), 1))
+    return (
+        TimestepObservation(sequence="A", frame=0, views=(view,), points=points, normals=normals),
+    )
+
+
+def _fitted_points(
+    model: FlameModel, points: np.ndarray, *, config: TrackerConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The problem's fitted region (vertex ids) and the rows of `points` its point term
+    selects on the template (zero parameters)."""
+    problem = build_problem(
+        model=model, timesteps=_one_timestep(points), config=config, dtype=torch.float64
+    )
+    sizes = {"expr": model.num_expr, "rotation": 3, "translation": 3, "neck_pose": 3}
+    sizes |= {"jaw_pose": 3, "eyes_pose": 6}
+    variables = {name: torch.zeros(1, n, dtype=torch.float64) for name, n in sizes.items()}
+    variables["shape"] = torch.zeros(model.num_shape, dtype=torch.float64)
+    variables["static_offset"] = torch.zeros(len(problem.offset_ids), 3, dtype=torch.float64)
+    chosen = select_points(problem, variables, config=config)
+    picked = chosen.points[0][chosen.valid[0]]
+    rows = [int(np.flatnonzero((points == p).all(1))[0]) for p in picked]
+    return np.flatnonzero(problem.region), np.array(sorted(rows), dtype=np.int64)
+
+
+def test_the_point_term_fits_exactly_the_masks_face_region(flame_files: dict) -> None:
+    """Points on every head vertex: the FLAME model with its masks fits only those on the
+    masks' face (not on the scalp, nor on the sample's wider built-in face)."""
+    model = tracking.load_tracking_model(**{k: flame_files[k] for k in flame_files if k != "masks"})
+    masks = flame_files["masks"]
+    np.testing.assert_array_equal(model.face_vertex_ids, masks["face"])
+    points = model.v_template  # one point exactly on each vertex
+    config = TrackerConfig(max_points=model.num_vertices)
+    region, fitted = _fitted_points(model, points, config=config)
+    np.testing.assert_array_equal(region, masks["face"])
+    np.testing.assert_array_equal(fitted, masks["face"])
+    assert not np.isin(masks["scalp"], fitted).any()
+    _, whole_head = _fitted_points(
+        model, points, config=TrackerConfig(point_region="head", max_points=model.num_vertices)
+    )
+    assert np.isin(masks["scalp"], whole_head).all()  # the same points do fit the whole head
+
+
+class ReachedObservations(Exception):
+    """Raised in place of MediaPipe: the model passed its checks."""
+
+
+def test_a_flame_file_without_masks_fails_before_any_work(
+    flame_files: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_work(**kwargs: object) -> None:
+        raise ReachedObservations
+
+    monkeypatch.setattr(tracking, "gather_observations", no_work)
+
+    def track_subject(**masks: Path) -> None:
+        tracking.track_subject(
+            subject="900",
+            timesteps=(),
+            flame_path=flame_files["flame_path"],
+            embedding_path=flame_files["embedding_path"],
+            out_dir=tmp_path / "out",
+            config=tracking.TrackingConfig(),
+            **masks,
+        )
+
+    with pytest.raises(FlameModelError) as err:
+        track_subject()
+    message = str(err.value)
+    assert "[faceanything] flame_masks" in message and str(flame_files["flame_path"]) in message
+    with pytest.raises(ReachedObservations):
+        track_subject(masks_path=flame_files["masks_path"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_asking_for_the_face_without_a_face_region_raises(sample_model: FlameModel) -> None:
+    """No silent widening to the whole head: 'face' on a model without one is an error."""
+    model = dataclasses.replace(sample_model, face_vertex_ids=None)
+    model = model.with_landmarks(**_random_embedding(model))
+    observations = SubjectObservations(subject="900", timesteps=())
+    with pytest.raises(FlameModelError, match=r"has none: set `\[faceanything\] flame_masks`"):
+        track(model=model, observations=observations, config=TrackerConfig())
+    with pytest.raises(FlameModelError, match="flame_masks"):
+        build_problem(
+            model=model,
+            timesteps=_one_timestep(model.v_template[:3]),
+            config=TrackerConfig(),
+            dtype=torch.float64,
+        )
+    head = track(model=model, observations=observations, config=TrackerConfig(point_region="head"))
+    assert head.params == {}
+
+
+def test_masks_without_a_flame_model_are_refused(flame_files: dict) -> None:
+    """FLAME's indices on the sample head would be a region of arbitrary vertices."""
+    with pytest.raises(ValueError, match="flame_model"):
+        tracking.load_tracking_model(
+            flame_path=None,
+            embedding_path=flame_files["embedding_path"],
+            masks_path=flame_files["masks_path"],
+        )
+    assert len(load_flame_masks(flame_files["masks_path"])) == 14
 
 
 @pytest.mark.slow
