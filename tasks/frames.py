@@ -1,6 +1,10 @@
-"""Frames of one selected timestep from all 16 cameras, at the working resolution (paper 3.3).
+"""Frames of selected timesteps from all 16 cameras, at the working resolution (paper 3.3).
 
-Output folder (written to a temporary sibling, then renamed into place):
+`extract_sequence_frames` does every selected timestep of one sequence at once: each camera's
+video is indexed once and its selected frames decoded in one forward pass, each view written
+as it comes (one full-size frame in memory at a time). `extract_frames` is the same code for
+one timestep, and writes the same bytes. Output folder per timestep (written to a temporary
+sibling, then renamed into place):
 
     images/cam_{serial}.png   lossless RGB, what COLMAP reads (only the usable views)
     cameras.json              the 16 cameras at the working resolution (`read_cameras_json`)
@@ -13,9 +17,10 @@ usable views are still written so the failure can be looked at.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +30,7 @@ import numpy as np
 from tasks.formats import video
 from tasks.formats.atomic import atomic_dir
 from tasks.formats.cameras import SERIALS, Camera
-from tasks.formats.nersemble import Subject, read_frames
+from tasks.formats.nersemble import Subject, iter_read_frames
 from tasks.progress import Progress
 
 Status = Literal["ok", "dropped"]
@@ -106,65 +111,120 @@ def extract_frames(
     Unexpected problems (wrong image size, unwritable output) raise; a camera whose view is
     missing, undecodable or blank makes the timestep "dropped" with the reason.
     """
-    output = Path(output)
-    with atomic_dir(output) as tmp:
-        views = _write_views(subject, sequence, frame, tmp, config, progress)
-        bad = [v for v in views if v.state != "ok"]
-        result = TimestepFrames(
-            sequence=sequence,
-            frame=frame,
-            status="dropped" if bad else "ok",
-            reason="; ".join(f"camera {v.serial} {v.state}: {v.reason}" for v in bad),
-            views=tuple(views),
-            directory=output,
-        )
-        _write_json(tmp / SUMMARY_FILE, _summary_dict(result, config))
-    return result
+    results = extract_sequence_frames(
+        subject=subject,
+        sequence=sequence,
+        frames=[frame],
+        outputs={frame: output},
+        config=config,
+        progress=progress,
+    )
+    return results[frame]
+
+
+def extract_sequence_frames(
+    *,
+    subject: Subject,
+    sequence: str,
+    frames: Sequence[int],
+    outputs: Mapping[int, Path],
+    config: FramesConfig = FramesConfig(),
+    progress: Progress | None = None,
+) -> dict[int, TimestepFrames]:
+    """`extract_frames` for several timesteps of one sequence, reading each video once.
+
+    For each camera in turn, its frames `frames` are decoded in one pass and each view is
+    written into its timestep's temporary folder as it comes; every folder is renamed to
+    `outputs[frame]` only when all are complete, and an error leaves none of them. Each
+    folder holds the bytes `extract_frames` writes for that timestep. Returns frame ->
+    result, in the order of `frames`. Failures and errors as in `extract_frames`.
+    """
+    frames = [int(t) for t in frames]
+    distinct = len(set(frames)) == len(frames) == len({Path(p) for p in outputs.values()})
+    if not distinct or set(frames) != set(outputs):
+        raise ValueError(f"need distinct frames, each with its own output: {dict(outputs)}")
+    with contextlib.ExitStack() as stack:
+        tmps = {t: stack.enter_context(atomic_dir(Path(outputs[t]))) for t in frames}
+        states = _write_views(subject, sequence, tmps, config, progress)
+        results = {t: _result(sequence, t, states[t], Path(outputs[t])) for t in frames}
+        cameras = {s: subject.camera(s, downsample=config.downsample) for s in SERIALS}
+        for t, tmp in tmps.items():
+            write_cameras_json(tmp / CAMERAS_FILE, cameras)
+            _write_json(tmp / SUMMARY_FILE, _summary_dict(results[t], config))
+    return results
+
+
+def _result(sequence: str, frame: int, views: list[ViewStatus], output: Path) -> TimestepFrames:
+    """The timestep is usable only when all 16 views are."""
+    bad = [v for v in views if v.state != "ok"]
+    return TimestepFrames(
+        sequence=sequence,
+        frame=frame,
+        status="dropped" if bad else "ok",
+        reason="; ".join(f"camera {v.serial} {v.state}: {v.reason}" for v in bad),
+        views=tuple(views),
+        directory=output,
+    )
 
 
 def _write_views(
     subject: Subject,
     sequence: str,
-    frame: int,
-    tmp: Path,
+    tmps: Mapping[int, Path],
     config: FramesConfig,
     progress: Progress | None,
-) -> list[ViewStatus]:
-    """The usable views as PNGs and all 16 working-size cameras into `tmp`; each view's state."""
-    (tmp / IMAGES_DIR).mkdir()
-    views = []
+) -> dict[int, list[ViewStatus]]:
+    """The usable views as PNGs into each frame's folder, camera by camera; each view's state.
+
+    Returns frame -> the 16 view states in `SERIALS` order.
+    """
+    for tmp in tmps.values():
+        (tmp / IMAGES_DIR).mkdir()
+    states: dict[int, list[ViewStatus]] = {t: [] for t in tmps}
+    label = f"frame {next(iter(tmps))}" if len(tmps) == 1 else f"{len(tmps)} frames"
     for k, serial in enumerate(SERIALS):
-        state, reason, image = _read_view(subject, sequence, frame, serial, config)
-        if state == "ok":
-            _write_png(image_path(tmp, serial), image)
-        views.append(ViewStatus(serial=serial, state=state, reason=reason))
+        for t, state, reason, image in _camera_views(subject, sequence, serial, tmps, config):
+            if image is not None:
+                _write_png(image_path(tmps[t], serial), image)
+            states[t].append(ViewStatus(serial=serial, state=state, reason=reason))
+        if any(len(views) != k + 1 for views in states.values()):
+            raise RuntimeError(f"camera {serial}: not every frame of {sorted(tmps)} was read")
         if progress is not None:
-            progress((k + 1) / len(SERIALS), f"{sequence} frame {frame}: camera {serial}")
-    cameras = {s: subject.camera(s, downsample=config.downsample) for s in SERIALS}
-    write_cameras_json(tmp / CAMERAS_FILE, cameras)
-    return views
+            progress((k + 1) / len(SERIALS), f"{sequence} {label}: camera {serial}")
+    return states
 
 
-def _read_view(
-    subject: Subject, sequence: str, frame: int, serial: str, config: FramesConfig
-) -> tuple[ViewState, str, np.ndarray | None]:
-    """(state, reason, image); the image is None unless the state is "ok"."""
+def _camera_views(
+    subject: Subject, sequence: str, serial: str, frames: Iterable[int], config: FramesConfig
+) -> Iterator[tuple[int, ViewState, str, np.ndarray | None]]:
+    """(frame, state, reason, image) per frame of one camera in frame order, from one
+    decoding pass; the (H, W, 3) uint8 RGB image is None unless the state is "ok"."""
+    frames = sorted(frames)
+    reads = iter_read_frames(
+        subject,
+        sequence=sequence,
+        serial=serial,
+        frames=frames,
+        downsample=config.downsample,
+        color_correct=config.color_correct,
+    )
+    done: set[int] = set()
     try:
-        frames = read_frames(
-            subject,
-            sequence=sequence,
-            serial=serial,
-            frames=[frame],
-            downsample=config.downsample,
-            color_correct=config.color_correct,
-        )
+        for t, image, error in reads:
+            done.add(t)
+            yield t, *_view_state(image, error, config)
     except FileNotFoundError as e:
-        return "missing", str(e), None
+        yield from ((t, "missing", str(e), None) for t in frames if t not in done)
     except video.VideoError as e:
-        return "undecodable", str(e), None
-    if frame not in frames.images:
-        return "undecodable", frames.failed.get(frame, f"frame {frame} did not decode"), None
-    image = frames.images[frame]
+        yield from ((t, "undecodable", str(e), None) for t in frames if t not in done)
+
+
+def _view_state(
+    image: np.ndarray | None, error: str, config: FramesConfig
+) -> tuple[ViewState, str, np.ndarray | None]:
+    """(state, reason, image) of one read view; the image is None unless the state is "ok"."""
+    if image is None:
+        return "undecodable", error, None
     std = float(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).std())
     if std <= config.blank_max_std:
         return "blank", f"near-constant image (grey std {std:.2f} <= {config.blank_max_std})", None

@@ -18,6 +18,7 @@ from tasks.formats.nersemble import (
     downsample_image,
     frame_indices,
     iter_frames,
+    iter_read_frames,
     list_sequences,
     load_subject,
     read_background,
@@ -308,3 +309,26 @@ def test_image_folder_layout_through_the_same_interface(subject: Path) -> None:
     streamed = dict(iter_frames(loaded, sequence=sequence, serial=serial, downsample=2))
     assert sorted(streamed) == [0, 3, 5]
     assert streamed[0].shape == (HEIGHT // 2, WIDTH // 2, 3)
+
+
+def test_iter_read_frames_streams_what_read_frames_returns(subject: Path) -> None:
+    """Both layouts: the same images and failures, one frame at a time in frame order."""
+    sequence = "SEN-01-cramp_small_danger"
+    for t in (1, 4):
+        folder = subject / "sequences" / sequence / "timesteps" / f"frame_{t:05d}" / "images-1x"
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / f"cam_{SERIALS[0]}.png"), frame_image(t, SERIALS[0])[..., ::-1])
+    loaded = load_subject(subject)
+    for seq, wanted in ((SEQUENCE, [5, 0, 9, 3, 0]), (sequence, [4, 2, 1])):
+        kwargs = dict(sequence=seq, serial=SERIALS[0], frames=wanted, downsample=2)
+        streamed = list(iter_read_frames(loaded, **kwargs))
+        read = read_frames(loaded, **kwargs)
+        assert [d.frame for d in streamed] == sorted(set(wanted))
+        assert {d.frame for d in streamed if d.image is None} == set(read.failed)
+        for t, image, error in streamed:
+            if image is None:
+                assert error == read.failed[t]
+            else:
+                assert error == "" and np.array_equal(image, read.images[t])
+    with pytest.raises(FileNotFoundError, match=f"cam_{SERIALS[2]}.mp4"):
+        next(iter_read_frames(loaded, sequence=SEQUENCE, serial=SERIALS[2], frames=[0]))

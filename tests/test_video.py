@@ -1,4 +1,5 @@
-"""mp4 round trips through real files: exact frame numbers, truncation, atomic writes."""
+"""mp4 round trips through real files: exact frame numbers, truncation, atomic writes, one
+index per file and one decoding pass per set of frames."""
 
 from fractions import Fraction
 from pathlib import Path
@@ -7,11 +8,14 @@ import av
 import numpy as np
 import pytest
 
+from tasks.formats import video
 from tasks.formats.video import (
     NERSEMBLE_FPS,
     VideoError,
     count_frames,
     decode_frames,
+    index_video,
+    iter_decoded,
     iter_frames,
     write_video,
 )
@@ -144,3 +148,121 @@ def test_seeking_agrees_with_sequential_decoding(tmp_path: Path, gop: int) -> No
         assert result.ok
         for index in indices:
             assert np.array_equal(result.frames[index], sequential[index])
+
+
+def expected_seeks(keyframes: tuple[int, ...], targets: list[int]) -> int:
+    """Seeks of one pass over sorted targets: the first, then one whenever a keyframe lies
+    between the frame just decoded and the next target (decoding on would be longer)."""
+
+    def key(t: int) -> int:
+        return max(k for k in keyframes if k <= t)
+
+    return 1 + sum(key(t) > prev + 1 for prev, t in zip(targets, targets[1:], strict=False))
+
+
+@pytest.fixture
+def long_video(tmp_path: Path) -> tuple[Path, list[np.ndarray]]:
+    """48 frames, a keyframe at most every 6 (x264 adds more at scene cuts), B-frames on."""
+    frames = pattern_frames(48, height=64, width=96)
+    path = tmp_path / "long.mp4"
+    write_video(path, frames, gop=6)
+    return path, frames
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [
+        [47, 3, 0, 29, 3, 12],  # out of order, repeated, across many keyframes
+        [7, 8, 9, 10, 11, 12, 13],  # a run crossing a keyframe: no seek needed
+        [1, 40],  # far apart: seek in between
+        [5, 46, 47],  # the end of the file
+    ],
+)
+def test_one_pass_gives_the_pixels_of_per_frame_decoding(
+    long_video: tuple[Path, list[np.ndarray]], indices: list[int]
+) -> None:
+    path, frames = long_video
+    index = index_video(path)
+    assert len(index.keyframes) >= 8 and index.keyframes[0] == 0
+    seeks = video.COUNTERS.seeks
+    together = decode_frames(path, indices)
+    targets = sorted(set(indices))
+    assert together.ok and sorted(together.frames) == targets
+    assert video.COUNTERS.seeks - seeks == expected_seeks(index.keyframes, targets)
+    for i in targets:
+        alone = decode_frames(path, [i])
+        assert np.array_equal(together.frames[i], alone.frames[i])
+        assert_is_frame(together.frames[i], i, frames)
+
+
+def test_a_set_within_one_gop_is_decoded_once(tmp_path: Path) -> None:
+    frames = pattern_frames(40, height=64, width=64)
+    path = tmp_path / "gop.mp4"
+    write_video(path, frames, gop=250)
+    index_video(path)
+    seeks, decoded = video.COUNTERS.seeks, video.COUNTERS.frames_decoded
+    wanted = [33, 4, 17, 18, 25]
+    result = decode_frames(path, wanted)
+    assert result.ok and video.COUNTERS.seeks - seeks == 1
+    one_pass = video.COUNTERS.frames_decoded - decoded
+    assert 34 <= one_pass <= 40  # frames 0..33, plus what the decoder had in flight
+    for i in wanted:
+        decode_frames(path, [i])
+    per_frame = video.COUNTERS.frames_decoded - decoded - one_pass
+    assert per_frame >= sum(i + 1 for i in wanted)  # each read starts again at frame 0
+
+
+def test_iter_decoded_streams_in_frame_order(long_video: tuple[Path, list[np.ndarray]]) -> None:
+    path, frames = long_video
+    index_video(path)
+    decoded = video.COUNTERS.frames_decoded
+    stream = iter_decoded(path, [40, 2, 60, -3, 2])
+    first = next(stream)
+    assert first.frame == -3 and first.image is None and "outside the 48 frames" in first.error
+    second = next(stream)
+    assert second.frame == 2 and second.error == "" and second.image is not None
+    assert video.COUNTERS.frames_decoded - decoded < 20  # frame 40 not decoded yet
+    rest = list(stream)
+    assert [d.frame for d in rest] == [40, 60]
+    assert_is_frame(rest[0].image, 40, frames) and rest[1].image is None
+
+
+def test_the_index_is_built_once_per_file(tmp_path: Path) -> None:
+    path = tmp_path / "cam.mp4"
+    write_video(path, pattern_frames(12))
+    video.clear_index_cache()
+    builds = video.COUNTERS.index_builds
+    assert count_frames(path) == 12
+    decode_frames(path, [3])
+    decode_frames(path, [0, 11])
+    list(iter_decoded(path, [5, 6]))
+    assert index_video(path) == index_video(str(path))
+    assert video.COUNTERS.index_builds - builds == 1
+    write_video(path, pattern_frames(N_FRAMES)[::-1])  # a new file at the same path
+    result = decode_frames(path, [0])
+    assert video.COUNTERS.index_builds - builds == 2
+    assert result.num_frames == N_FRAMES
+    assert_is_frame(result.frames[0], N_FRAMES - 1, pattern_frames())
+    video.clear_index_cache()
+    count_frames(path)
+    assert video.COUNTERS.index_builds - builds == 3
+
+
+def test_truncated_video_reports_each_undecodable_frame(video_file: Path, frames: list) -> None:
+    """The same frame gives the same answer alone or with others (frames.json depends on it)."""
+    data = video_file.read_bytes()
+    video_file.write_bytes(data[: len(data) // 2])
+    index = index_video(video_file)
+    assert index.error is not None and "truncated" in index.error
+    together = {d.frame: d for d in iter_decoded(video_file, range(N_FRAMES + 2))}
+    assert list(together) == list(range(N_FRAMES + 2))
+    bad = [i for i, d in together.items() if d.image is None]
+    good = [i for i, d in together.items() if d.image is not None]
+    assert good == list(range(len(good))) and 0 < len(good) < N_FRAMES
+    assert all("truncated" in together[i].error for i in bad)
+    for i in (good[-1], *bad):
+        (alone,) = iter_decoded(video_file, [i])
+        assert alone.error == together[i].error
+        if i in good:
+            assert np.array_equal(alone.image, together[i].image)
+            assert_is_frame(alone.image, i, frames)

@@ -1,21 +1,26 @@
 """Frame-accurate mp4 decoding and encoding with PyAV.
 
 Frame numbers are positions in presentation order, counted from 0, as the NeRSemble kit
-counts them. `decode_frames` finds them by timestamp (a packet index built by demuxing
-without decoding), seeks to the keyframe before each wanted frame and decodes forward, so
-a few frames from a long video cost a few GOPs, not the whole file. `iter_frames` streams
-a whole video one frame at a time.
+counts them. A `VideoIndex` (every packet's timestamp and which are keyframes, found by
+demuxing without decoding) is built once per file and kept while the file is unchanged.
+`iter_decoded` / `decode_frames` then read any set of frames in ONE forward pass: seek to
+the keyframe before the first wanted frame, decode forward, and seek again only when the
+next wanted frame lies beyond a keyframe still ahead. A few frames of a long video cost a
+few GOPs, and many frames of one GOP cost that GOP once. `iter_frames` streams a whole
+video one frame at a time.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import av
 import av.error
@@ -29,6 +34,9 @@ NERSEMBLE_FPS = 73
 Codec = Literal["libx264", "mpeg4"]
 DEFAULT_CODEC: Codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 """H.264 where PyAV's bundled ffmpeg has libx264 (it does in the PyPI wheels), else MPEG-4."""
+
+_INDEX_CACHE_SIZE = 64
+"""Video indexes kept per process (a few hundred bytes per thousand frames each)."""
 
 
 class VideoError(RuntimeError):
@@ -54,18 +62,63 @@ class DecodeResult:
         return not self.failed
 
 
-@dataclasses.dataclass(frozen=True)
-class _PacketIndex:
-    """Presentation timestamps of a video stream, found by demuxing without decoding."""
+class DecodedFrame(NamedTuple):
+    """One requested frame (`iter_decoded`, `nersemble.iter_read_frames`): image or reason."""
 
-    pts: list[int]
+    frame: int
+    """Frame number."""
+    image: np.ndarray | None
+    """(H, W, 3) uint8 RGB, or None when the frame did not decode."""
+    error: str
+    """Why it did not decode ('' when it did)."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class DecodeCounters:
+    """Work done by this module in this process, so tests and benchmarks can see it."""
+
+    index_builds: int = 0
+    """Whole-file demux passes made to build a `VideoIndex` (cache hits do not count)."""
+    seeks: int = 0
+    """Seeks to a keyframe while decoding requested frames."""
+    frames_decoded: int = 0
+    """Frames out of the decoder while decoding requested frames (wanted or passed over)."""
+
+
+COUNTERS = DecodeCounters()
+"""This process's counters; read them before and after a call and compare."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VideoIndex:
+    """Where each frame of one video file is, found by demuxing without decoding.
+
+    Built once per file (`index_video`) and reused by every read of that file, so reading
+    frames never demuxes the whole file again.
+    """
+
+    path: Path
+    """The video file."""
+    pts: tuple[int, ...]
     """Sorted presentation timestamps; frame number i has pts[i]."""
-    keyframes: list[int]
+    keyframes: tuple[int, ...]
     """Frame numbers of keyframes, ascending."""
     error: str | None
-    """Why demuxing stopped early, if it did."""
+    """Why demuxing stopped early or the file looks incomplete, if it does."""
     header_frames: int
     """Frame count the container's header states (0 when it states none)."""
+    signature: tuple[int, int, int]
+    """(size, mtime in ns, inode) of the file when indexed: a changed file is indexed anew."""
+
+    @property
+    def num_frames(self) -> int:
+        """Frames the demuxer found (fewer than the header says when truncated)."""
+        return len(self.pts)
+
+    def keyframe_before(self, frame: int) -> int:
+        """The last keyframe at or before `frame` (0 when none is)."""
+        k = bisect.bisect_right(self.keyframes, frame) - 1
+        return self.keyframes[k] if k >= 0 else 0
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -81,9 +134,20 @@ def _open(path: Path) -> av.container.InputContainer:
     return container
 
 
-def _packet_index(path: Path) -> _PacketIndex:
+def _signature(path: Path) -> tuple[int, int, int]:
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def build_index(path: str | os.PathLike) -> VideoIndex:
+    """Demux the whole file (no decoding) into a `VideoIndex`; `index_video` caches this."""
+    path = Path(path)
+    signature = _signature(path)
     pts, key_pts, error = [], set(), None
     with _open(path) as container:
+        COUNTERS.index_builds += 1
         stream = container.streams.video[0]
         header_frames = stream.frames
         try:
@@ -98,12 +162,50 @@ def _packet_index(path: Path) -> _PacketIndex:
         except av.error.FFmpegError as e:
             error = f"demuxing stopped after {len(pts)} packets: {e}"
     pts.sort()
-    keyframes = [i for i, p in enumerate(pts) if p in key_pts]
+    keyframes = tuple(i for i, p in enumerate(pts) if p in key_pts)
     if error is None and len(pts) < header_frames:
         error = f"the header lists {header_frames} frames: the file looks truncated"
     elif error is None and not pts:
         error = "the file holds no video frames"
-    return _PacketIndex(pts=pts, keyframes=keyframes, error=error, header_frames=header_frames)
+    return VideoIndex(
+        path=path,
+        pts=tuple(pts),
+        keyframes=keyframes,
+        error=error,
+        header_frames=header_frames,
+        signature=signature,
+    )
+
+
+_cache: collections.OrderedDict[Path, VideoIndex] = collections.OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def index_video(path: str | os.PathLike) -> VideoIndex:
+    """The file's `VideoIndex`, built on first use and reused while the file is unchanged.
+
+    Keyed by the absolute path and checked against size, mtime and inode, so a rewritten
+    or truncated file is indexed again. Raises like `build_index`.
+    """
+    path = Path(path)
+    key, signature = path.absolute(), _signature(path)
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None and cached.signature == signature:
+            _cache.move_to_end(key)
+            return dataclasses.replace(cached, path=path)
+    index = build_index(path)
+    with _cache_lock:
+        _cache[key] = index
+        while len(_cache) > _INDEX_CACHE_SIZE:
+            _cache.popitem(last=False)
+    return index
+
+
+def clear_index_cache() -> None:
+    """Forget every cached `VideoIndex` (the next read of each file indexes it again)."""
+    with _cache_lock:
+        _cache.clear()
 
 
 def count_frames(path: str | os.PathLike) -> int:
@@ -111,7 +213,7 @@ def count_frames(path: str | os.PathLike) -> int:
 
     A truncated file counts only the packets still present.
     """
-    return len(_packet_index(Path(path)).pts)
+    return index_video(path).num_frames
 
 
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -121,66 +223,102 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
 def _decode_after_seek(
     container: av.container.InputContainer, stream: av.VideoStream, pts: int
 ) -> Iterator[av.VideoFrame]:
+    COUNTERS.seeks += 1
     container.seek(pts, stream=stream, backward=True, any_frame=False)
     for packet in container.demux(stream):
-        yield from packet.decode()
+        for frame in packet.decode():
+            COUNTERS.frames_decoded += 1
+            yield frame
 
 
-def _decode_targets(
-    path: Path, index: _PacketIndex, targets: list[int]
-) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-    """Decode sorted in-range frame numbers, seeking only when the next keyframe is ahead."""
-    frames: dict[int, np.ndarray] = {}
-    failed: dict[int, str] = {}
+def _decode_targets(path: Path, index: VideoIndex, targets: list[int]) -> Iterator[DecodedFrame]:
+    """Decode sorted in-range frame numbers in one pass, seeking only past a keyframe ahead.
+
+    Yields each target in order as soon as it is known, holding at most the frames that
+    came out ahead of their turn (none for a well-formed file).
+    """
     frame_of_pts = {p: i for i, p in enumerate(index.pts)}
-    target_set = set(targets)
+    remaining = set(targets)
+    ahead: dict[int, np.ndarray] = {}
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         decoder, pos, start = None, -1, 0
         for target in targets:
-            k = bisect.bisect_right(index.keyframes, target) - 1
-            key = index.keyframes[k] if k >= 0 else 0
-            if decoder is None or not (key <= pos + 1 <= target):
+            remaining.discard(target)
+            key, error = index.keyframe_before(target), ""
+            if target not in ahead and (decoder is None or not key <= pos + 1 <= target):
                 decoder, start = _decode_after_seek(container, stream, index.pts[key]), key
             try:
-                for frame in decoder:
+                while target not in ahead and decoder is not None:
+                    frame = next(decoder, None)
+                    if frame is None:
+                        decoder = None
+                        break
                     i = frame_of_pts.get(frame.pts, -1)
                     if i < start:  # leading frames of an open GOP, or unknown timestamps
                         continue
                     pos = i
-                    if i in target_set and i not in frames:
-                        frames[i] = _rgb(frame)
+                    if i == target or (i in remaining and i not in ahead):
+                        ahead[i] = _rgb(frame)
                     if i >= target:
                         break
-                else:
-                    decoder = None
             except av.error.FFmpegError as e:
-                failed[target] = f"decoding failed near frame {target}: {e}"
-                decoder = None
-            if target not in frames and target not in failed:
-                failed[target] = index.error or "the decoder ended before it"
-    return frames, failed
+                error, decoder = f"decoding failed near frame {target}: {e}", None
+            image = ahead.pop(target, None)
+            if image is None and not error:
+                error = index.error or "the decoder ended before it"
+            yield DecodedFrame(target, image, error)
 
 
-def decode_frames(path: str | os.PathLike, indices: Iterable[int]) -> DecodeResult:
-    """Decode the frames with the given numbers (any order, repeats allowed).
+def iter_decoded(
+    path: str | os.PathLike, indices: Iterable[int], *, index: VideoIndex | None = None
+) -> Iterator[DecodedFrame]:
+    """Each requested frame (repeats dropped) in increasing order, decoded in one pass.
+
+    Streams: holds one decoded frame at a time, so a caller that shrinks or writes each
+    frame as it comes never has the whole set in memory. A frame that does not decode
+    (outside the file, truncated or corrupt data) comes with the reason. Raises
+    FileNotFoundError for a missing file and VideoError for one that cannot be opened.
+    `index` defaults to the cached `index_video(path)`.
+    """
+    path = Path(path)
+    wanted = sorted({int(i) for i in indices})
+    index = index_video(path) if index is None else index
+    n = index.num_frames
+    outside = f"outside the {n} frames in the file" + (f" ({index.error})" if index.error else "")
+    for i in (i for i in wanted if i < 0):
+        yield DecodedFrame(i, None, f"frame {i} is {outside}")
+    targets = [i for i in wanted if 0 <= i < n]
+    if targets:
+        yield from _decode_targets(path, index, targets)
+    for i in (i for i in wanted if i >= n):
+        yield DecodedFrame(i, None, f"frame {i} is {outside}")
+
+
+def decode_frames(
+    path: str | os.PathLike, indices: Iterable[int], *, index: VideoIndex | None = None
+) -> DecodeResult:
+    """Decode the frames with the given numbers (any order, repeats allowed) in one pass.
 
     Frames that cannot be decoded (past the end, a truncated or corrupt file) are listed in
     `failed` with the reason. Raises FileNotFoundError for a missing file, and VideoError
     when the file cannot be opened or is broken (truncated, corrupt) such that not one
-    requested frame decodes.
+    requested frame decodes. Holds every decoded frame: for many full-size frames use
+    `iter_decoded`.
     """
     path = Path(path)
-    wanted = sorted({int(i) for i in indices})
-    index = _packet_index(path)
-    n = len(index.pts)
-    outside = f"outside the {n} frames in the file" + (f" ({index.error})" if index.error else "")
-    targets = [i for i in wanted if 0 <= i < n]
-    frames, failed = _decode_targets(path, index, targets)
-    failed.update({i: f"frame {i} is {outside}" for i in wanted if not 0 <= i < n})
-    broken = index.error is not None or any(t in failed for t in targets)
-    if wanted and not frames and broken:
+    index = index_video(path) if index is None else index
+    frames: dict[int, np.ndarray] = {}
+    failed: dict[int, str] = {}
+    for decoded in iter_decoded(path, indices, index=index):
+        if decoded.image is None:
+            failed[decoded.frame] = decoded.error
+        else:
+            frames[decoded.frame] = decoded.image
+    n = index.num_frames
+    broken = index.error is not None or any(0 <= i < n for i in failed)
+    if failed and not frames and broken:
         reasons = "; ".join(sorted(set(failed.values())))
         raise VideoError(f"{path}: no requested frame decoded: {reasons}")
     return DecodeResult(path=path, frames=frames, failed=failed, num_frames=n)
