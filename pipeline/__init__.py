@@ -7,7 +7,12 @@ function in `tasks/`. Settings live in luigi.cfg (`[faceanything]`, `[sample]`, 
 from pipeline.build import BuildSubject
 from pipeline.dataset import BuildDataset
 from pipeline.dataset_tasks import Canonicalize, TrackSubject, WriteShards
-from pipeline.reconstruction import ExtractFrames, Reconstruct, ReconstructSubject
+from pipeline.reconstruction import (
+    ExtractFrames,
+    ExtractSequenceFrames,
+    Reconstruct,
+    ReconstructSubject,
+)
 from pipeline.selection import ExtractSignals, SelectFrames
 from pipeline.subject import GenerateSampleSubject, InspectSubject
 
@@ -16,6 +21,7 @@ __all__ = [
     "BuildSubject",
     "Canonicalize",
     "ExtractFrames",
+    "ExtractSequenceFrames",
     "ExtractSignals",
     "GenerateSampleSubject",
     "InspectSubject",

@@ -65,6 +65,38 @@ class ExtractFrames(TimestepTask):
         )
 
 
+class ExtractSequenceFrames(luigi.Task):
+    """The selected timesteps of one sequence, each camera's video decoded once in one pass:
+    the same folders `ExtractFrames` makes one timestep at a time."""
+
+    subject = SubjectParameter()
+    sequence = luigi.Parameter()
+    frames = luigi.TupleParameter(description="The selected frames of the sequence")
+
+    def requires(self) -> InspectSubject:
+        return InspectSubject(subject=self.subject)
+
+    def _timesteps(self) -> dict[int, ExtractFrames]:
+        return {
+            f: ExtractFrames(subject=self.subject, sequence=self.sequence, frame=f)
+            for f in self.frames
+        }
+
+    def output(self) -> dict[int, luigi.LocalTarget]:
+        return {f: task.output() for f, task in self._timesteps().items()}
+
+    def run(self) -> None:
+        missing = {f: Path(t.path) for f, t in self.output().items() if not t.exists()}
+        frames.extract_sequence_frames(
+            subject=nersemble.load_subject(subject_input(self.subject)),
+            sequence=self.sequence,
+            frames=sorted(missing),
+            outputs=missing,
+            config=config.frames_config(),
+            progress=progress_callback(self),
+        )
+
+
 class Reconstruct(TimestepTask):
     """SfM (kept only if 16/16 register), dense depth and fusion; a status record either way."""
 
@@ -105,6 +137,12 @@ class ReconstructSubject(luigi.Task):
 
     def run(self):  # noqa: ANN201 - a generator: Luigi runs the yielded tasks first
         chosen = selection.read_selection(Path(self.input().path)).table
+        yield [
+            ExtractSequenceFrames(
+                subject=self.subject, sequence=sequence, frames=tuple(sorted(rows.frame))
+            )
+            for sequence, rows in chosen.groupby("sequence")
+        ]
         tasks = [
             Reconstruct(subject=self.subject, sequence=r.sequence, frame=int(r.frame))
             for r in chosen.itertuples()

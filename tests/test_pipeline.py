@@ -275,6 +275,7 @@ def test_a_change_rebuilds_exactly_what_depends_on_it(
     folder = _workspace(tmp_path_factory.mktemp("edited"), own, "edited", ["900"])
     first = _ran_kinds(folder)
     assert first["Reconstruct"] == 3 and first["ExtractSignals"] == 2
+    assert first["ExtractSequenceFrames"] == 2 and "ExtractFrames" not in first
     assert _ran_kinds(folder) == {}  # nothing changed: nothing runs
 
     settings = folder / "luigi.cfg"
@@ -284,7 +285,7 @@ def test_a_change_rebuilds_exactly_what_depends_on_it(
     kept = _report(folder, "900")["tracked"]
     assert ran == {
         "SelectFrames": 1,
-        "ExtractFrames": 1,  # only the newly selected timestep
+        "ExtractSequenceFrames": 1,  # the newly selected timestep's sequence, for it alone
         "Reconstruct": 1,
         "ReconstructSubject": 1,
         "Canonicalize": kept,
@@ -299,7 +300,7 @@ def test_a_change_rebuilds_exactly_what_depends_on_it(
     ran = _ran_kinds(folder)
     assert ran == {
         "InspectSubject": 1,
-        "ExtractFrames": 4,
+        "ExtractSequenceFrames": 2,
         "Reconstruct": 4,
         "ReconstructSubject": 1,
         "Canonicalize": _report(folder, "900")["tracked"],
