@@ -201,7 +201,7 @@ def mesh_path(out_dir: Path, *, sequence: str, frame: int) -> Path:
 
 def _write_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    xyz = np.asarray(vertices, dtype=np.float64)  # double, as the meshes always were
+    xyz = np.asarray(vertices, dtype=np.float32)  # single precision, as meshes are stored
     write_ply(path, {name: xyz[:, axis] for axis, name in enumerate("xyz")}, faces=faces)
 
 
