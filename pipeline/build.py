@@ -22,6 +22,7 @@ from pipeline.selection import SelectFrames
 from pipeline.subject import InspectSubject, head_model_files
 from tasks import report, selection, tracking
 from tasks.formats import shards
+from tasks.formats.atomic import atomic_file
 
 
 class BuildSubject(luigi.Task):
@@ -62,7 +63,7 @@ class BuildSubject(luigi.Task):
             shard_rows=len(shards.read_index(shard_dir(self.subject))),
             head_model=head_model_files().describe(),
         )
-        table = luigi.LocalTarget(str(Path(self.output().path).with_suffix(".parquet")))
-        with table.temporary_path() as tmp:
+        # Fixed places, replaced on a rebuild (Luigi's temporary_path refuses to replace).
+        with atomic_file(Path(self.output().path).with_suffix(".parquet")) as tmp:
             timesteps.to_parquet(tmp, compression="zstd", index=False)
         self.output().write(summary)

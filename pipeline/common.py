@@ -21,6 +21,7 @@ import luigi
 
 from pipeline import config
 from tasks.formats import nersemble
+from tasks.formats.atomic import write_json
 from tasks.formats.cameras import SERIALS
 from tasks.formats.names import validate_subject_id
 from tasks.progress import Progress
@@ -128,7 +129,5 @@ class IdentityTarget(luigi.LocalTarget):
             return False
 
     def write(self, data: dict) -> None:
-        """Write `data` with this identity, atomically."""
-        self.makedirs()
-        with self.temporary_path() as tmp, open(tmp, "w") as f:
-            json.dump({**data, "identity": self.identity}, f, indent=2)
+        """Write `data` with this identity, atomically, replacing an older build's file."""
+        write_json(self.path, {**data, "identity": self.identity}, indent=2)

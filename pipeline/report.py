@@ -22,7 +22,9 @@ EVAL_SPLIT = Path(__file__).resolve().parents[1] / "manifests" / "eval_split.jso
 def subjects_under(output_root: Path) -> list[str]:
     """Every subject folder the build left under `output_root/subjects`, sorted."""
     folder = output_root / "subjects"
-    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from pipeline import (
     TrackSubject,
     WriteShards,
 )
-from pipeline.common import upstream_tag
+from pipeline.common import IdentityTarget, upstream_tag
 
 FRONTAL = "222200037"
 DOWNSTREAM_OF_TRACKING = {"TrackSubject", "Canonicalize", "WriteShards", "BuildSubject"}
@@ -134,3 +134,13 @@ def test_flame_file_rebuilds_tracking_on(settings, tmp_path: Path) -> None:
     before = identities(tmp_path)
     touch(model, b"another model")
     assert changed(before, identities(tmp_path)) == DOWNSTREAM_OF_TRACKING | DATASET
+
+
+def test_fixed_place_output_is_replaced_under_a_new_identity(tmp_path: Path) -> None:
+    old = IdentityTarget(tmp_path / "report.json", identity="old")
+    old.write({"views": 1})
+    new = IdentityTarget(tmp_path / "report.json", identity="new")
+    assert old.exists() and not new.exists()
+    new.write({"views": 2})  # a rebuild replaces the file in place
+    assert new.exists() and not old.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
