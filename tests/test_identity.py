@@ -10,6 +10,7 @@ from pathlib import Path
 
 from conftest import SEQUENCES
 
+from flame_tracking.energies import EnergyWeights
 from pipeline import (
     BuildDataset,
     BuildSubject,
@@ -24,6 +25,8 @@ from pipeline import (
     WriteShards,
 )
 from pipeline.common import IdentityTarget, upstream_tag
+from tasks.canonical import CanonicalConfig
+from tasks.mvs import MvsConfig
 
 FRONTAL = "222200037"
 DOWNSTREAM_OF_TRACKING = {"TrackSubject", "Canonicalize", "WriteShards", "BuildSubject"}
@@ -80,20 +83,20 @@ def test_selection_count_rebuilds_from_selection_on(settings, tmp_path: Path) ->
 
 def test_tracking_weight_rebuilds_from_tracking_on(settings, tmp_path: Path) -> None:
     before = identities(tmp_path)
-    settings.set("tracking", "point_weight", "2.0")
+    settings.set("tracking", "point_weight", str(2 * EnergyWeights.point))
     assert changed(before, identities(tmp_path)) == DOWNSTREAM_OF_TRACKING | DATASET
 
 
 def test_canonical_limit_rebuilds_canonical_maps_and_shard(settings, tmp_path: Path) -> None:
     before = identities(tmp_path)
-    settings.set("canonical", "max_distance", "0.05")
+    settings.set("canonical", "max_distance", str(2 * CanonicalConfig.max_distance))
     after = changed(before, identities(tmp_path))
     assert after == {"Canonicalize", "WriteShards", "BuildSubject"} | DATASET
 
 
 def test_mvs_window_rebuilds_reconstruction_not_frames(settings, tmp_path: Path) -> None:
     before = identities(tmp_path)
-    settings.set("mvs", "window_radius", "4")
+    settings.set("mvs", "window_radius", str(MvsConfig.window_radius + 1))
     after = changed(before, identities(tmp_path))
     assert after == {"Reconstruct", "ReconstructSubject"} | DOWNSTREAM_OF_TRACKING | DATASET
 
