@@ -1,2 +1,2 @@
-"""Face Anything's thin model package: reads the shards the pipeline writes (`tasks.shards`)
+"""Face Anything's thin model package: reads the shards the pipeline writes (`tasks.formats.shards`)
 and finds correspondences in canonical space (paper eq. 2)."""

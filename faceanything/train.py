@@ -1,0 +1,492 @@
+"""Training Face Anything from shards (paper 3.1, 3.2, 4.1, B.1).
+
+    python -m faceanything.train --shards out/shards --out runs/small --size small \\
+        --init DA3-SMALL/model.safetensors
+
+AdamW, learning rate cosine from 2e-5 to 1e-8 over the run, gradient clipping 1, gradient
+accumulation 3, bf16 autocast (GPU) and gradient checkpointing on request, a frozen backbone on
+request (the paper's ablation). Held-out subjects and timesteps come from split files; their
+batches are evaluated every `eval_every` steps (losses, depth AbsRel, canonical-NN EPE, a
+picture). The run folder holds:
+
+    log.csv                one row per optimizer step ("train") and per evaluation ("eval")
+    split.json             the held-out timesteps actually used
+    pictures/step_*.png    input, predicted vs true depth and canonical map
+    checkpoints/last.pt    model, optimizer, scheduler, next batch, RNG: `--out` again resumes
+                           exactly; `load_checkpoint` reads it for inference
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from faceanything.checkpoint import read_checkpoint, save_checkpoint
+from faceanything.data import (
+    BatchPlanner,
+    DataConfig,
+    ShardBatches,
+    Split,
+    batch_loader,
+    make_batch,
+    read_shards,
+    read_split,
+    split_rows,
+    timestep_list,
+)
+from faceanything.losses import LossConfig, face_anything_loss
+from faceanything.model import FaceAnything, FaceAnythingConfig, Size, load_weights
+from faceanything.validation import Figures, figures, save_picture
+
+TERMS = [f"{k}_{t}" for k in ("depth", "ray", "canonical") for t in ("reg", "conf", "grad")]
+COLUMNS = ["step", "split", "batch", "images", "lr", "loss", *TERMS, "grad_norm", "seconds"]
+COLUMNS += ["corrupt", *(f.name for f in dataclasses.fields(Figures))]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run."""
+
+    shards: tuple[str, ...]
+    """Shard folders, dataset folders (with a manifest) or folders of shards."""
+    out: str
+    """Run folder (log, pictures, checkpoints); an existing run there is resumed."""
+    size: Size = "small"
+    """Network size (ignored when `init` is one of our checkpoints: its size is used)."""
+    init: str | None = None
+    """DA3 or Face Anything checkpoint to start from; None: random initialisation."""
+    steps: int = 24_000
+    """Optimizer steps (paper: 90 epochs x 800 batches / 3 accumulated)."""
+    accumulation: int = 3
+    """Batches per optimizer step."""
+    lr: float = 2e-5
+    """Peak learning rate (cosine decay from it)."""
+    lr_min: float = 1e-8
+    """Learning rate at the last step."""
+    weight_decay: float = 0.01
+    """AdamW's decoupled weight decay (torch's default; the paper gives none)."""
+    clip: float = 1.0
+    """Gradient norm clipping."""
+    bf16: bool | None = None
+    """bfloat16 autocast of the backbone; None: on CUDA only."""
+    gradient_checkpointing: bool = False
+    """Recompute backbone blocks in backward."""
+    freeze_backbone: bool = False
+    """Train the heads only (the paper's ablation)."""
+    splits: tuple[str, ...] = ("manifests/eval_split.json",)
+    """Split files whose held-out subjects/timesteps are kept out of training (`read_split`)."""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    """Batch sampling and shaping."""
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    """Loss weights."""
+    workers: int = 2
+    """Data worker processes (0: load in the training process)."""
+    eval_every: int = 500
+    """Evaluate (and draw) every this many steps, and at the end."""
+    eval_batches: int = 4
+    """Held-out batches per evaluation (fixed, unaugmented, first bucket)."""
+    checkpoint_every: int = 1000
+    """Save `checkpoints/last.pt` every this many steps (and at the end)."""
+    keep_checkpoints: bool = False
+    """Also keep a `step_*.pt` copy at every save."""
+    seed: int = 0
+    """Seed of batches and initialisation."""
+    device: str = "auto"
+    """"auto" (CUDA when there is one), "cpu", "cuda", ..."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+
+@dataclasses.dataclass
+class _State:
+    """What changes as training goes (and is saved for resuming)."""
+
+    step: int = 0
+    next_batch: int = 0
+
+
+def build_network(config: TrainConfig) -> FaceAnything:
+    """Random, or from `init` (our checkpoint's size and canonical centre win)."""
+    size, centre = config.size, (0.0, 0.0, 0.0)
+    if config.init:
+        loaded = read_checkpoint(config.init)
+        if loaded.config:
+            size = loaded.config.get("size", size)
+            centre = tuple(loaded.config.get("canonical_center", centre))
+    net_config = FaceAnythingConfig(
+        size=size, canonical_center=centre, gradient_checkpointing=config.gradient_checkpointing
+    )
+    torch.manual_seed(config.seed)
+    net = FaceAnything(net_config)
+    if config.init:
+        load_weights(net, config.init)
+        tqdm.write(str(net.load_report))
+    if config.freeze_backbone:
+        net.model.backbone.requires_grad_(False)
+    return net
+
+
+def _rng_state() -> dict[str, object]:
+    """Global RNG states as plain data (our checkpoints load with weights_only=True)."""
+    numpy = np.random.get_state(legacy=False)
+    numpy["state"] = {"key": numpy["state"]["key"].tolist(), "pos": int(numpy["state"]["pos"])}
+    return {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, object]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy = dict(state["numpy"])
+    key = np.asarray(numpy["state"]["key"], dtype=np.uint32)
+    numpy["state"] = {"key": key, "pos": int(numpy["state"]["pos"])}
+    np.random.set_state(numpy)
+    random.setstate(state["python"])
+
+
+class Trainer:
+    """The state of one run; `run()` trains to `config.steps`."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config, self.run_dir = config, Path(config.out)
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu")
+            if config.device == "auto"
+            else config.device
+        )
+        self.bf16 = self.device.type == "cuda" if config.bf16 is None else config.bf16
+        self.net = build_network(config).to(self.device)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(1, config.steps), eta_min=config.lr_min
+        )
+        self.state = _State()
+        self.train_rows, self.held_rows = self._split()
+        self.eval_batches = self._eval_batches()
+        self.corrupt = 0
+        self._resume()
+
+    def _split(self):
+        rows = read_shards(self.config.shards)
+        split = Split()
+        for path in self.config.splits:
+            part = read_split(path)
+            split = Split(
+                subjects=split.subjects + part.subjects,
+                timesteps=split.timesteps + part.timesteps,
+                every=part.every or split.every,
+            )
+        train, held = split_rows(rows, split)
+        if train.empty:
+            raise ValueError(
+                f"every sample of {self.config.shards} is held out by {self.config.splits}"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"holdout_timesteps": timestep_list(held), "training_samples": len(train)}
+        (self.run_dir / "split.json").write_text(json.dumps(record, indent=1))
+        return train, held
+
+    def _eval_batches(self) -> list[dict[str, object]]:
+        if self.held_rows.empty or not self.config.eval_batches:
+            return []
+        data = dataclasses.replace(
+            self.config.data,
+            augment=False,
+            seed=self.config.seed + 1,
+            buckets=self.config.data.buckets[:1],
+        )
+        planner = BatchPlanner(self.held_rows, data)
+        centre = self.net.config.canonical_center
+        made = [
+            make_batch(self.held_rows, planner, k, canonical_center=centre)
+            for k in range(self.config.eval_batches)
+        ]
+        return [b for b in made if b["images"] is not None]
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def _resume(self) -> None:
+        if not self.last_path.is_file():
+            self._start_log(keep_until=None)
+            return
+        loaded = read_checkpoint(self.last_path)
+        self.net.load_state_dict(loaded.state)
+        train = loaded.train
+        self.optimizer.load_state_dict(train["optimizer"])
+        self.scheduler.load_state_dict(train["scheduler"])
+        self.state = _State(step=int(train["step"]), next_batch=int(train["next_batch"]))
+        _set_rng_state(train["rng"])
+        self._start_log(keep_until=self.state.step)
+        tqdm.write(f"resumed {self.last_path} at step {self.state.step}")
+
+    def save(self) -> Path:
+        """Write `checkpoints/last.pt` (and a `step_*.pt` copy when asked)."""
+        train = {
+            "step": self.state.step,
+            "next_batch": self.state.next_batch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "config": json.loads(json.dumps(dataclasses.asdict(self.config))),
+        }
+        config = dataclasses.asdict(self.net.config)
+        path = save_checkpoint(
+            self.last_path, config=config, state=self.net.state_dict(), train=train
+        )
+        if self.config.keep_checkpoints:
+            save_checkpoint(
+                path.with_name(f"step_{self.state.step:07d}.pt"),
+                config=config,
+                state=self.net.state_dict(),
+            )
+        return path
+
+    def _start_log(self, *, keep_until: int | None) -> None:
+        """A fresh log.csv, keeping the rows up to step `keep_until` of an earlier one (a
+        resumed run repeats the later ones)."""
+        path = self.run_dir / "log.csv"
+        kept = []
+        if keep_until is not None and path.is_file():
+            with open(path, newline="") as f:
+                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    def _log(self, rows: list[dict[str, object]]) -> None:
+        with open(self.run_dir / "log.csv", "a", newline="") as f:
+            csv.DictWriter(f, COLUMNS).writerows(rows)
+
+    def _batches(self) -> Iterator[dict[str, object]]:
+        dataset = ShardBatches(
+            self.train_rows,
+            self.config.data,
+            start=self.state.next_batch,
+            canonical_center=self.net.config.canonical_center,
+        )
+        for batch in batch_loader(dataset, workers=self.config.workers):
+            self.state.next_batch = batch["k"] + 1
+            self.corrupt += len(batch["corrupt"])
+            if batch["images"] is not None:
+                yield batch
+
+    def _autocast(self):
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _forward(
+        self, batch: dict[str, object]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        tensors = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        with self._autocast():
+            out = self.net(tensors["images"], cameras=False)
+        return out, face_anything_loss(out, tensors, config=self.config.loss)
+
+    def train_step(self, batches: Iterator[dict[str, object]]) -> dict[str, object]:
+        """One optimizer step over `accumulation` batches; its log row."""
+        start = time.perf_counter()
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        images = 0
+        for _ in range(self.config.accumulation):
+            batch = next(batches)
+            _, losses = self._forward(batch)
+            (losses["loss"] / self.config.accumulation).backward()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value.item() / self.config.accumulation
+            images += batch["images"].shape[0] * batch["images"].shape[1]
+        params = [p for p in self.net.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state.step += 1
+        return {
+            "step": self.state.step,
+            "split": "train",
+            "batch": self.state.next_batch - 1,
+            "images": images,
+            "lr": lr,
+            **sums,
+            "grad_norm": grad_norm.item(),
+            "seconds": time.perf_counter() - start,
+            "corrupt": self.corrupt,
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, object] | None:
+        """Held-out losses and figures (log row), and the picture of the first batch."""
+        if not self.eval_batches:
+            return None
+        start = time.perf_counter()
+        self.net.eval()
+        outputs, sums = [], {}
+        for batch in self.eval_batches:
+            out, losses = self._forward(batch)
+            outputs.append({k: v.float().cpu() for k, v in out.items()})
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value.item() / len(self.eval_batches)
+        found = figures(outputs, self.eval_batches)
+        save_picture(
+            self.run_dir / "pictures" / f"step_{self.state.step:07d}.png",
+            self.eval_batches[0],
+            outputs[0],
+        )
+        images = sum(b["images"].shape[0] * b["images"].shape[1] for b in self.eval_batches)
+        return {
+            "step": self.state.step,
+            "split": "eval",
+            "images": images,
+            **sums,
+            **dataclasses.asdict(found),
+            "seconds": time.perf_counter() - start,
+        }
+
+    def run(self) -> list[dict[str, object]]:
+        """Train from the current step to `config.steps`; the log rows written."""
+        config, rows = self.config, []
+        if self.state.step == 0 and (first := self.evaluate()):
+            rows.append(first)
+            self._log([first])
+        batches = self._batches()
+        bar = tqdm(
+            total=config.steps, initial=self.state.step, disable=not config.progress, unit="step"
+        )
+        while self.state.step < config.steps:
+            row = self.train_step(batches)
+            written = [row]
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+            done = self.state.step == config.steps
+            due = done or self.state.step % config.eval_every == 0
+            if due and (evaluation := self.evaluate()):
+                written.append(evaluation)
+            self._log(written)
+            rows += written
+            if done or self.state.step % config.checkpoint_every == 0:
+                self.save()
+        bar.close()
+        return rows
+
+
+def train(config: TrainConfig) -> list[dict[str, object]]:
+    """Train (or resume) a run; the log rows of this call."""
+    return Trainer(config).run()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m faceanything.train", description=__doc__.split("\n")[0]
+    )
+    add = parser.add_argument
+    add("--shards", nargs="+", required=True, help="shard, dataset or shard-parent folders")
+    add("--out", required=True, help="run folder (resumed when it holds a run)")
+    add("--size", default="small", choices=["tiny", "small", "base", "large", "giant"])
+    add("--init", help="DA3 or Face Anything checkpoint to start from (default: random)")
+    add("--steps", type=int, default=24_000, help="optimizer steps")
+    add("--accumulation", type=int, default=3, help="batches per optimizer step")
+    add("--lr", type=float, default=2e-5, help="peak learning rate")
+    add("--lr-min", type=float, default=1e-8, help="final learning rate (cosine)")
+    add(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (default: on CUDA)",
+    )
+    add(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute backbone blocks in backward",
+    )
+    add("--freeze-backbone", action="store_true", help="train the heads only")
+    add("--split", nargs="*", default=["manifests/eval_split.json"], help="split files (held out)")
+    add("--max-images", type=int, default=48, help="images per batch at most")
+    add(
+        "--views",
+        type=int,
+        nargs=2,
+        default=(2, 16),
+        metavar=("MIN", "MAX"),
+        help="images per sequence",
+    )
+    add("--scale", type=float, default=1.0, help="factor on B.1's resolutions (CPU: 0.25)")
+    add("--no-augment", action="store_true", help="no co-jitter, centred crops")
+    add("--workers", type=int, default=2, help="data worker processes")
+    add("--eval-every", type=int, default=500, help="steps between evaluations")
+    add("--eval-batches", type=int, default=4, help="held-out batches per evaluation")
+    add("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+    add("--keep-checkpoints", action="store_true", help="keep a copy of every checkpoint")
+    add("--seed", type=int, default=0)
+    add("--device", default="auto")
+    add("--threads", type=int, help="torch CPU threads")
+    add("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """TrainConfig from the command line (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = DataConfig(
+        scale=args.scale,
+        max_images=args.max_images,
+        views=tuple(args.views),
+        augment=not args.no_augment,
+        seed=args.seed,
+    )
+    return TrainConfig(
+        shards=tuple(args.shards),
+        out=args.out,
+        size=args.size,
+        init=args.init,
+        steps=args.steps,
+        accumulation=args.accumulation,
+        lr=args.lr,
+        lr_min=args.lr_min,
+        bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
+        freeze_backbone=args.freeze_backbone,
+        splits=tuple(args.split),
+        data=data,
+        workers=args.workers,
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    rows = train(parse_args(argv))
+    evaluations = [r for r in rows if r["split"] == "eval"]
+    if evaluations:
+        last = evaluations[-1]
+        print(
+            f"step {last['step']}: held-out loss {last['loss']:.4f}, depth AbsRel "
+            f"{last['abs_rel']:.4f} (constant {last['abs_rel_constant']:.4f}), EPE "
+            f"{last['epe']:.2f} px (zero motion {last['epe_zero']:.2f} px)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
