@@ -15,7 +15,7 @@ import luigi
 
 from pipeline import config
 from pipeline.common import subject_output
-from pipeline.dataset import BuildDataset, read_manifest
+from pipeline.dataset import BuildDataset, read_manifest, write_report_page
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"  {line}" for line in json.loads(path.read_text())["summary"]))
         else:
             print(f"subject {subject}: not built (see the log above)")
+    if not dataset_task.complete():  # the page then shows the subjects that failed, first
+        write_report_page(subjects)
+    print(f"report:    {(config.output_root() / 'report' / 'index.html').resolve()}")
     dataset = config.output_root() / "shards"
     check = f"python -m tasks.formats.shards validate {dataset}"
     print(f"shards:    {dataset.resolve()}  (check: {check})")

@@ -32,6 +32,9 @@ from tasks.tracking import TrackingConfig
 
 Config = TypeVar("Config")
 
+EVAL_SPLIT = Path(__file__).resolve().parents[1] / "manifests" / "eval_split.json"
+"""The paper's held-out test subjects (appendix B.2), checked in; marked in the report page."""
+
 
 class faceanything(luigi.Config):  # noqa: N801 - Luigi names the cfg section after the class
     """Where data comes from and where outputs go."""

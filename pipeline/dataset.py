@@ -9,10 +9,12 @@ import luigi
 
 from pipeline import config
 from pipeline.build import BuildSubject
-from pipeline.common import stage_tag, upstream_tag
+from pipeline.common import progress_callback, stage_tag, upstream_tag
 from pipeline.dataset_tasks import shard_dir
+from tasks import report_page
 from tasks.formats import shards
 from tasks.formats.names import validate_subject_id
+from tasks.progress import Progress
 
 
 def read_manifest(path: Path) -> list[str]:
@@ -23,6 +25,19 @@ def read_manifest(path: Path) -> list[str]:
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a manifest with a 'subjects' list ({err})") from err
     return [validate_subject_id(str(s)) for s in subjects]
+
+
+def write_report_page(subjects: list[str], progress: Progress | None = None) -> Path:
+    """`{output_root}/report/index.html`, the page a person browses (`tasks.report_page`);
+    redrawn only where a subject's report changed."""
+    page = report_page.build_report_page(
+        output_root=config.output_root(),
+        subjects=subjects,
+        eval_subjects=report_page.read_eval_split(config.EVAL_SPLIT),
+        data_root=config.data_root(),
+        progress=progress,
+    )
+    return page.index
 
 
 class BuildDataset(luigi.Task):
@@ -48,6 +63,7 @@ class BuildDataset(luigi.Task):
         infos = [shards.shard_info(shard_dir(s)) for s in read_manifest(self.manifest)]
         infos = [info for info in infos if info.samples]
         listed = shards.write_manifest(root=config.output_root() / "shards", shards=infos)
+        write_report_page(read_manifest(self.manifest), progress=progress_callback(self))
         self.output().makedirs()
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(Path(listed).read_text())

@@ -15,9 +15,6 @@ from pipeline import config
 from pipeline.dataset import read_manifest
 from tasks import report_page
 
-EVAL_SPLIT = Path(__file__).resolve().parents[1] / "manifests" / "eval_split.json"
-"""The paper's appendix B.2 split, checked in."""
-
 
 def subjects_under(output_root: Path) -> list[str]:
     """Every subject folder the build left under `output_root/subjects`, sorted."""
@@ -31,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_root", type=Path, help="The build's output root (e.g. out)")
     parser.add_argument("--manifest", type=Path, help="Manifest JSON with a 'subjects' list")
-    parser.add_argument("--eval-split", type=Path, default=EVAL_SPLIT)
+    parser.add_argument("--eval-split", type=Path, default=config.EVAL_SPLIT)
     parser.add_argument(
         "--data-root",
         type=Path,

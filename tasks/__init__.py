@@ -14,6 +14,7 @@ The stages, in the paper's order (section 3.3):
     canonical       deformation transfer: canonical maps and cloud
     assemble        a subject's tracked timesteps into shard samples
     report          per-timestep and per-subject reports
+    report_page     the dataset's static HTML report (one row per subject, a page each)
 
 Rooms, one kind of thing each: `formats/` (what is read and written: NeRSemble's layout,
 video, colour, EXR, cameras, COLMAP cameras, PLY, the shard format, atomic writing),
