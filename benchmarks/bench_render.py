@@ -82,6 +82,44 @@ def bench_render() -> None:
             )
 
 
+def bench_sample_head() -> None:
+    """The sample subject's views at 550x802 (scale 4), with its hair shell and bare."""
+    from tasks.sample import world as sample_world  # the sample world is heavy to import
+
+    def stand_in(*, root: object, model: object) -> dict[str, np.ndarray]:
+        one = {"lmk_face_idx": [0], "lmk_b_coords": [[1.0, 0, 0]], "lmk_mediapipe_idx": [0]}
+        return {k: np.asarray(v) for k, v in one.items()}
+
+    sample_world.cached_landmark_embedding = stand_in  # the embedding takes a minute
+    config = sample_world.SampleSubjectConfig(subject="900", frames_per_sequence=1)
+    start = time.perf_counter()
+    world = sample_world.build_world(config=config, root=None)
+    print(f"sample world (head, texture, hair shell): {time.perf_counter() - start:.1f} s")
+    frame = next(world.posed_frames(config.sequences[0]))
+    bare = sample_world.pose_frame(model=world.model, vertices=frame.vertices)
+    start = time.perf_counter()
+    frame.hair_canonical(world.model)
+    print(
+        f"  hair canonical coordinates of one frame (shared by its views): "
+        f"{time.perf_counter() - start:.2f} s"
+    )
+    for label, posed in (("with hair", frame), ("bare head", bare)):
+        view = best_seconds(
+            partial(
+                sample_world.render_view,
+                world,
+                posed,
+                sequence=config.sequences[0],
+                frame_index=0,
+                serial="222200037",
+            )
+        )
+        truth = best_seconds(
+            partial(sample_world.ground_truth_view, world, posed, serial="222200037"), 2
+        )
+        print(f"  {label}: view {view * 1e3:.0f} ms, truth maps {truth * 1e3:.0f} ms")
+
+
 def bench_face_landmarker() -> None:
     photo = skimage.data.astronaut()
     with FaceLandmarkerRunner(config=FaceLandmarkerConfig()) as runner:
@@ -98,6 +136,7 @@ def bench_face_landmarker() -> None:
 
 def main() -> None:
     bench_render()
+    bench_sample_head()
     bench_face_landmarker()
 
 

@@ -198,8 +198,24 @@ class mvs(luigi.Config):  # noqa: N801
     min_consistent_views = luigi.IntParameter(
         default=MvsConfig.min_consistent_views, description="Views that must agree with a depth"
     )
+    second_pass_steps_px = luigi.TupleParameter(
+        default=MvsConfig.second_pass_steps_px,
+        description="Refinement around the consistent, filled depth: spacing per pass; []: none",
+    )
+    fill_min_views = luigi.IntParameter(
+        default=MvsConfig.fill_min_views,
+        description="Holes take a depth this many other views agree on (0: holes stay)",
+    )
+    region_margin_px = luigi.IntParameter(
+        default=MvsConfig.region_margin_px,
+        description="Pixels beyond the box of a view's sparse points where depth is sought",
+    )
     colmap_window_radius = luigi.IntParameter(
         default=MvsConfig.colmap_window_radius, description="COLMAP PatchMatch window radius"
+    )
+    colmap_min_consistent_views = luigi.IntParameter(
+        default=MvsConfig.colmap_min_consistent_views,
+        description="COLMAP PatchMatch: views that must agree in its geometric filter",
     )
 
 
@@ -297,6 +313,10 @@ class canonical(luigi.Config):  # noqa: N801
     max_distance = luigi.FloatParameter(
         default=CanonicalConfig.max_distance,
         description="Metres: points farther from the tracked surface get no canonical point",
+    )
+    distance_bands = luigi.TupleParameter(
+        default=CanonicalConfig.distance_bands,
+        description="Metres: band edges of the per-view counts of pixels by surface distance",
     )
 
 

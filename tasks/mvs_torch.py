@@ -1,5 +1,5 @@
 """PyTorch kernels of our multi-view stereo (`tasks.mvs`): warps, windowed NCC, sweeps, the
-geometric consistency check and normals from depth.
+geometric consistency check, filling holes from the other views, normals from depth.
 
 Conventions of `tasks.formats.cameras` (OpenCV axes, metres, pixel centres on integers). Maps are
 float32 tensors on one device: images (1, 1, H, W) grey in [0, 1], depth (H, W) camera z with
@@ -14,6 +14,7 @@ import functools
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from tasks.formats.cameras import Camera, downsample
 
@@ -376,3 +377,95 @@ def normals_from_depth(depth: torch.Tensor, camera: Camera, radius: int) -> torc
     facing = (normal * rays).sum(dim=0, keepdim=True) > 0
     normal = torch.where(facing, -normal, normal)
     return torch.where(valid[None], normal, torch.nan).permute(1, 2, 0)
+
+
+def splat_front(
+    ref: Camera,
+    others: list[tuple[Camera, torch.Tensor]],
+    *,
+    max_depth_rel: float,
+    min_views: int,
+) -> torch.Tensor:
+    """(H, W) depth of the reference pixels seen by the other views' depth maps (Hs, Ws):
+    each valid pixel of each other view goes to its nearest reference pixel (the nearest one
+    per view wins); a reference pixel takes the front-most of those depths that `min_views`
+    views agree on (relative difference within `max_depth_rel`), averaged over the views that
+    agree with it. NaN where none does. Rounding to the pixel costs up to half a pixel of the
+    surface's slope, which averaging over views shrinks."""
+    device = others[0][1].device if others else torch.device("cpu")
+    size = ref.height * ref.width
+    project = _tensor(ref.K, device)
+    splats = []
+    for cam, depth in others:
+        valid = torch.isfinite(depth)
+        points = depth[valid] * pixel_rays(cam, device)[:, valid]
+        moved = _tensor(_rotation(cam, ref), device) @ points
+        moved = moved + _tensor(_translation(cam, ref), device)[:, None]
+        pixels = project @ moved
+        u = torch.round(pixels[0] / pixels[2]).long()
+        v = torch.round(pixels[1] / pixels[2]).long()
+        z = moved[2]
+        inside = (z > 0) & (u >= 0) & (u < ref.width) & (v >= 0) & (v < ref.height)
+        buffer = torch.full((size,), torch.inf, device=device)
+        buffer.scatter_reduce_(0, v[inside] * ref.width + u[inside], z[inside], reduce="amin")
+        splats.append(_close_holes(buffer.view(ref.height, ref.width), max_depth_rel))
+    if not splats:
+        return torch.full((ref.height, ref.width), torch.nan, device=device)
+    z = torch.stack(splats)
+    front = torch.full(z.shape[1:], torch.inf, device=device)
+    for one in z:  # per view: does it have enough agreeing views? keep the nearest that does
+        support = ((z - one).abs() <= max_depth_rel * one).sum(dim=0)
+        front = torch.where((support >= min_views) & (one < front), one, front)
+    agree = (z - front).abs() <= max_depth_rel * front
+    mean = torch.where(agree, z, 0.0).sum(dim=0) / agree.sum(dim=0).clamp(min=1)
+    return torch.where(torch.isfinite(front), mean, torch.nan)
+
+
+def _close_holes(splat: torch.Tensor, max_depth_rel: float) -> torch.Tensor:
+    """(H, W) `splat` (inf where empty) with each empty pixel between at least 3 splatted
+    neighbours of one smooth surface (3 x 3, spread within `max_depth_rel`) set to their mean:
+    pixels of a view land unevenly on another view's grid and leave pinholes."""
+    found = torch.isfinite(splat)[None, None].to(splat.dtype)
+    values = torch.where(torch.isfinite(splat), splat, 0.0)[None, None]
+    count = F.avg_pool2d(found, 3, stride=1, padding=1, count_include_pad=True)[0, 0] * 9
+    total = F.avg_pool2d(values, 3, stride=1, padding=1, count_include_pad=True)[0, 0] * 9
+    high = F.max_pool2d(torch.where(found > 0, values, -torch.inf), 3, 1, 1)[0, 0]
+    low = -F.max_pool2d(torch.where(found > 0, -values, -torch.inf), 3, 1, 1)[0, 0]
+    smooth = (count >= 3) & (high - low <= max_depth_rel * low)
+    return torch.where(torch.isinf(splat) & smooth, total / count.clamp(min=1), splat)
+
+
+def nearest_filled(values: torch.Tensor) -> torch.Tensor:
+    """(H, W) copy of `values` in which every NaN takes the value of the nearest finite pixel
+    (all NaN stays all NaN): a starting guess for holes that continues the surface."""
+    valid = torch.isfinite(values)
+    if valid.all() or not valid.any():
+        return values.clone()
+    rows, cols = ndimage.distance_transform_edt(
+        ~valid.cpu().numpy(), return_distances=False, return_indices=True
+    )
+    index = torch.as_tensor(rows * values.shape[1] + cols, device=values.device)
+    return values.reshape(-1)[index.reshape(-1)].reshape(values.shape)
+
+
+def match_score(
+    ref: ViewImage,
+    sources: list[ViewImage],
+    depth: torch.Tensor,
+    *,
+    radius: int,
+    best_k: int,
+    min_var: float,
+) -> torch.Tensor:
+    """(H, W) best-k mean NCC of the reference windows at the given depths (H, W); NaN where
+    the depth is."""
+    valid = torch.isfinite(depth)
+    cost = sweep_cost(
+        window_stats(ref.grey, radius, min_var),
+        _sources(ref, sources),
+        torch.where(valid, depth, 1.0)[None],
+        best_k=best_k,
+        min_var=min_var,
+        chunk=1,
+    )[0]
+    return torch.where(valid, 1.0 - cost, torch.nan)

@@ -61,7 +61,7 @@ class Truth:
         return [(s, t) for s in SEQUENCES for t in range(FRAMES)]
 
     def maps(self, sequence: str, frame: int, serial: str) -> dict[str, np.ndarray]:
-        """Truth maps of one view: depth, canonical, normal, mask."""
+        """Truth maps of one view: depth, canonical, normal, mask (face), hair."""
         return read_exr(
             ground_truth_map_path(self.root, sequence=sequence, frame=frame, serial=serial)
         )

@@ -1,6 +1,7 @@
 """Deformation transfer against the sample subject's truth: given the truth FLAME mesh and the
 truth depth, the canonical maps must be the truth canonical maps (the template point of every
-pixel's surface point); noisy depth must stay within the noise."""
+pixel's surface point; on the hair, the nearest FLAME point's deformation undone); noisy depth
+must stay within the noise; the views table counts every depth pixel by its distance."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tasks.canonical import (
     CanonicalConfig,
     TrackedSurface,
     ViewDepth,
+    band_names,
     canonicalize_points,
     canonicalize_timestep,
     canonicalize_view,
@@ -81,6 +83,28 @@ def test_noisy_depth_stays_within_the_noise(truth: Truth, sequence: str, frame: 
     assert np.isfinite(errors).all()
     assert np.median(errors) <= 0.002
     assert np.median(errors) < 0.0009  # median |N(0, 1 mm)| is 0.67 mm: the noise, kept
+
+
+@pytest.mark.parametrize(("sequence", "frame", "serial"), VIEWS)
+def test_hair_beyond_a_centimetre_is_transferred(
+    truth: Truth, sequence: str, frame: int, serial: str
+):
+    """With the default limit, hair points centimetres off the scalp take their nearest FLAME
+    point's deformation: the truth's canonical coordinate (see tasks.sample.hair)."""
+    gt = truth.maps(sequence, frame, serial)
+    maps = transfer(truth, sequence, frame, serial, depth=gt["depth"])
+    hair = gt["hair"] == 1
+    far = hair & (maps["distance"] > 0.01)
+    errors = np.linalg.norm(maps["canonical"] - gt["canonical"], axis=-1)[hair]
+    print(
+        f"\nhair {sequence} {frame} {serial}: {hair.sum()} pixels, {far.sum()} beyond 1 cm, "
+        f"median {np.median(errors) * 1e3:.4f} mm, p99 {np.percentile(errors, 99) * 1e3:.3f} mm"
+    )
+    assert hair.sum() > 2000 and far.sum() > 0.3 * hair.sum()  # measured: ~60% beyond 1 cm
+    assert (maps["mask"][far] == 1).all()
+    assert np.median(errors) < 1e-4  # measured 0.02 mm: the truth is interpolated per vertex
+    assert np.percentile(errors, 99) < 1e-3
+    assert CanonicalConfig().max_distance > np.nanmax(maps["distance"][hair])
 
 
 def test_vertex_correspondence_is_coarser_but_close(truth: Truth):
@@ -159,7 +183,7 @@ def test_timestep_writes_maps_and_cloud(truth: Truth, tmp_path: Path):
     gt = truth.maps(sequence, frame, SERIALS_USED[1])
     cloud = backproject_depth(gt["depth"], truth.cameras[SERIALS_USED[1]]).reshape(-1, 3)
     cloud = cloud[np.isfinite(cloud).all(axis=1)]
-    cloud = np.concatenate([cloud, cloud[:10] + [0.0, 0.0, 0.05]])  # 10 far points: dropped
+    cloud = np.concatenate([cloud, cloud[:10] + [0.0, 0.0, 0.3]])  # 10 far points: dropped
     colors = np.random.default_rng(0).integers(0, 256, (len(cloud), 3), dtype=np.uint8)
     tracked = truth.posed_vertices(sequence, frame)
     out = tmp_path / "canonical" / f"{sequence}_{frame}"
@@ -186,8 +210,38 @@ def test_timestep_writes_maps_and_cloud(truth: Truth, tmp_path: Path):
     assert (result.views.valid_fraction > 0.1).all()
     ply = trimesh.load(out / CLOUD_FILE)
     assert result.cloud_points == len(ply.vertices) == len(cloud) - 10
-    inside = np.abs(np.asarray(ply.vertices)).max() < 0.3
-    assert inside
+    assert result.cloud_dropped == 10
+    assert np.abs(np.asarray(ply.vertices)).max() < 0.3
+
+
+def test_views_table_counts_add_up(truth: Truth, tmp_path: Path):
+    """Per view: depth pixels = transferred + dropped = the sum of the distance bands, and
+    the bands below the limit hold exactly the transferred pixels."""
+    sequence, frame, serial = VIEWS[0]
+    gt = truth.maps(sequence, frame, serial)
+    depth = gt["depth"].copy()
+    rows, cols = np.nonzero(np.isfinite(depth))
+    depth[rows[::7], cols[::7]] -= 0.1  # every 7th pixel 10 cm towards the camera: dropped
+    config = CanonicalConfig(max_distance=0.03)
+    result = canonicalize_timestep(
+        views=[ViewDepth(camera=truth.cameras[serial], depth=depth)],
+        cloud_points=np.zeros((0, 3)),
+        tracked_vertices=truth.posed_vertices(sequence, frame),
+        canonical_vertices=truth.model.v_template,
+        faces=truth.model.f,
+        config=config,
+        out_dir=tmp_path / "out",
+    )
+    (row,) = pd.read_parquet(tmp_path / "out" / VIEWS_FILE).to_dict("records")
+    names = band_names(config.distance_bands)
+    assert names[0] == "pixels_0_2mm" and names[-1] == "pixels_80mm_up"
+    assert row["depth_pixels"] == len(rows) == sum(row[n] for n in names)
+    assert row["depth_pixels"] == row["transferred_pixels"] + row["dropped_pixels"]
+    below = [n for n, hi in zip(names, config.distance_bands, strict=False) if hi <= 0.03]
+    assert row["transferred_pixels"] == sum(row[n] for n in below)
+    assert row["dropped_pixels"] >= len(rows[::7]) * 0.95
+    assert row["pixels_10_20mm"] + row["pixels_20_30mm"] > 0  # the hair
+    assert row == result.views.iloc[0].to_dict()
 
 
 def test_empty_input_is_fine(truth: Truth):

@@ -19,10 +19,13 @@ import cv2
 import numpy as np
 import pycolmap
 import pytest
+import torch
 import trimesh
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from tasks.formats.cameras import Camera, backproject_depth, invert_rigid, project
+from tasks import mvs_torch
+from tasks.formats.cameras import Camera, backproject_depth, invert_rigid, pixel_rays, project
 from tasks.formats.colmap_cameras import colmap_camera
 from tasks.formats.exr import read_exr
 from tasks.formats.nersemble import load_subject
@@ -75,7 +78,7 @@ class Scene:
     cameras: dict[str, Camera]
     """Serial -> camera at the working resolution."""
     truth: dict[str, dict[str, np.ndarray]]
-    """Serial -> truth maps (depth, canonical, normal (world), mask)."""
+    """Serial -> truth maps (depth, canonical, normal (world), mask (face), hair)."""
     mesh: trimesh.Trimesh
     """The posed head mesh (world, metres)."""
     result: MvsResult
@@ -223,6 +226,23 @@ def test_depth_is_accurate_on_the_face(scene: Scene, serial: str) -> None:
     _assert_depth_accuracy(errors, serial)
 
 
+def test_depth_covers_the_hair(scene: Scene) -> None:
+    """Dark hair centimetres off the scalp gets depth too: within 5 mm of the truth on most
+    of its visible pixels (the second pass and the filling from the other views)."""
+    visible, within, errors = 0, 0, []
+    for serial in CHECKED:
+        hair = scene.truth[serial]["hair"] == 1
+        error = np.abs(_exr(scene.result, serial)["depth"] - scene.truth[serial]["depth"])[hair]
+        visible += hair.sum()
+        within += np.sum(error <= 5e-3)
+        errors.append(error[np.isfinite(error)])
+    median = np.median(np.concatenate(errors))
+    print(f"\nhair: {within / visible:.1%} within 5 mm, median {median * 1e3:.3f} mm")
+    assert visible > 10000
+    assert within / visible >= 0.8  # measured 85.5% (8 views at 275x401; 92% at 550x802)
+    assert median <= 0.5e-3  # measured 0.41 mm (0.22 mm at 550x802)
+
+
 @pytest.mark.parametrize("serial", CHECKED)
 def test_normals_are_world_unit_and_close(scene: Scene, serial: str) -> None:
     maps, truth = _exr(scene.result, serial), scene.truth[serial]
@@ -262,6 +282,63 @@ def test_fused_cloud_lies_on_the_head(scene: Scene) -> None:
     assert np.median(distance) <= 1e-3, f"median {np.median(distance) * 1e3:.2f} mm"  # ~0.18
     facing = np.sum(cloud.normals[chosen] * scene.mesh.face_normals[triangle], axis=-1)
     assert np.median(facing) > 0.95
+
+
+def _plane_depth(camera: Camera, point: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """(H, W) z-depth of the plane through `point` with `normal` (world) seen by `camera`."""
+    origin, dirs = pixel_rays(camera)
+    depth = ((point - origin) @ normal) / (dirs @ normal)
+    return depth.reshape(camera.height, camera.width)
+
+
+def _looking_at(target: np.ndarray, yaw_deg: float) -> Camera:
+    """A 120x100 camera 1 m from `target` at `yaw_deg` around the y axis, looking at it."""
+    yaw = np.radians(yaw_deg)
+    center = target + np.array([np.sin(yaw), 0.0, np.cos(yaw)])
+    forward = (target - center) / np.linalg.norm(target - center)
+    right = np.cross(forward, [0.0, 1.0, 0.0])
+    right /= np.linalg.norm(right)
+    rotation = np.stack([right, np.cross(forward, right), forward])
+    world_2_cam = np.eye(4)
+    world_2_cam[:3, :3], world_2_cam[:3, 3] = rotation, -rotation @ center
+    K = np.array([[300.0, 0, 59.5], [0, 300.0, 49.5], [0, 0, 1]])
+    return Camera(serial=f"yaw{yaw_deg}", K=K, world_2_cam=world_2_cam, width=120, height=100)
+
+
+def test_splat_front_fills_from_agreeing_views() -> None:
+    """A tilted plane seen by three cameras: the other two views' depths, projected into the
+    reference, give its depth (within the rounding to pixels); one view alone is not enough
+    for two, and a nearer stray surface seen by one view only does not win."""
+    target, normal = np.zeros(3), np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
+    ref, *others = (_looking_at(target, yaw) for yaw in (0.0, -12.0, 12.0))
+    depths = [torch.as_tensor(_plane_depth(c, target, normal), dtype=torch.float32) for c in others]
+    stray = depths[0].clone()
+    stray[40:60, 40:60] -= 0.1  # 10 cm nearer, seen by one view only
+    truth = _plane_depth(ref, target, normal)
+    splat = mvs_torch.splat_front(
+        ref, list(zip(others, [stray, depths[1]], strict=True)), max_depth_rel=0.005, min_views=2
+    ).numpy()
+    inner = np.zeros_like(truth, dtype=bool)
+    inner[20:80, 25:95] = True
+    patch = np.zeros_like(inner)  # where the stray patch lands in the reference
+    uv, _ = project(backproject_depth(stray.numpy(), others[0])[40:60, 40:60].reshape(-1, 3), ref)
+    cols, rows = np.rint(uv).astype(int).T
+    patch[rows, cols] = True
+    patch = ndimage.binary_dilation(patch, iterations=2)
+    assert np.isfinite(splat[inner & ~patch]).mean() > 0.97
+    error = np.abs(splat - truth)[inner & np.isfinite(splat)]
+    assert np.median(error) < 3e-4 and error.max() < 2e-3  # pixel rounding on a 20-degree slope
+    alone = mvs_torch.splat_front(ref, [(others[1], depths[1])], max_depth_rel=0.005, min_views=2)
+    assert torch.isnan(alone).all()
+
+
+def test_nearest_filled_continues_the_surface() -> None:
+    values = torch.full((5, 6), torch.nan)
+    values[1, 1], values[3, 4] = 1.0, 2.0
+    filled = mvs_torch.nearest_filled(values)
+    assert torch.isfinite(filled).all()
+    assert filled[0, 0] == 1.0 and filled[4, 5] == 2.0 and filled[1, 1] == 1.0
+    assert torch.isnan(mvs_torch.nearest_filled(torch.full((2, 2), torch.nan))).all()
 
 
 def test_map_files_round_trip(tmp_path: Path) -> None:
@@ -339,8 +416,9 @@ def test_colmap_backend_without_cuda_is_a_recorded_failure(scene: Scene, tmp_pat
 
 @pytest.mark.slow
 def test_real_chain_on_all_views(tmp_path: Path) -> None:
-    """Videos -> frames -> SfM (calibrated poses) -> MVS -> fusion on one sample timestep.
-    Measured: median 0.27 mm, 89-97% of face pixels within 5 mm per view, fused 0.2 mm."""
+    """Videos -> frames -> SfM (calibrated poses) -> MVS -> fusion on one sample timestep,
+    at the sample's 275x401; the hair too. Measured: hair 88% within 5 mm, median 0.43 mm
+    (at 550x802: 92%, 0.23 mm, benchmarks.bench_mvs)."""
     config = SampleSubjectConfig(subject="900", frames_per_sequence=1, sequences=(SEQUENCE,))
     generate_sample_subject(config=config, root=tmp_path)
     subject = load_subject(tmp_path / "900")
@@ -365,16 +443,22 @@ def test_real_chain_on_all_views(tmp_path: Path) -> None:
     )
     assert result.status == "ok", result.reason
     truth_dir = ground_truth_dir(root=tmp_path, subject="900")
-    points, normals = [], []
+    points, normals, hair = [], [], []
     for view in result.views:
         serial = view.name.removeprefix("cam_").removesuffix(".png")
         path = ground_truth_map_path(truth_dir, sequence=SEQUENCE, frame=0, serial=serial)
         truth = read_exr(path)
-        _assert_depth_accuracy(_face_errors(read_exr(view.exr_path), truth), serial)
+        maps = read_exr(view.exr_path)
+        _assert_depth_accuracy(_face_errors(maps, truth), serial)
+        hair.append(np.abs(maps["depth"] - truth["depth"])[truth["hair"] == 1])
         valid = np.isfinite(truth["depth"])
         camera = subject.camera(serial, downsample=config.downsample)
         points.append(backproject_depth(truth["depth"], camera)[valid])
         normals.append(truth["normal"][valid])
+    hair = np.concatenate(hair)
+    within = np.mean(np.where(np.isfinite(hair), hair, np.inf) <= 5e-3)
+    print(f"\nhair: {within:.1%} within 5 mm, median {np.nanmedian(hair) * 1e3:.3f} mm")
+    assert within >= 0.8 and np.nanmedian(hair) <= 0.5e-3
     fusion = fuse_workspace(
         workspace=workspace, output_ply=tmp_path / "fused.ply", config=FusionConfig()
     )

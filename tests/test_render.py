@@ -10,6 +10,7 @@ from tasks.formats.cameras import Camera, backproject_depth, pixel_rays, project
 from tasks.pictures.render import (
     Scene,
     interpolate,
+    light,
     overlay_mesh,
     rasterize,
     sample_texture,
@@ -163,6 +164,34 @@ def test_lambertian_shading_of_a_plane(camera: Camera) -> None:
     np.testing.assert_allclose(
         image, np.broadcast_to(albedo * (0.1 + 0.6 + 0.4 * 0.5), image.shape)
     )
+
+
+def test_light_takes_albedo_and_per_pixel_specular(camera: Camera) -> None:
+    """`light` shades a per-pixel albedo like `shade` shades a texture, and a per-pixel
+    specular strength adds the highlight only where it is set."""
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.1)
+    vertices = mesh.vertices + on_axis(camera, 0.8)
+    fragments = rasterize(scene=Scene(vertices=vertices, faces=mesh.faces), camera=camera)
+    normals = interpolate(fragments=fragments, attribute=mesh.vertex_normals)
+    colour = np.array([0.3, 0.2, 0.1])
+    textured = shade(
+        fragments=fragments,
+        texture=colour.reshape(1, 1, 3),
+        uv=np.zeros((HEIGHT, WIDTH, 2)),
+        normals=normals,
+        camera=camera,
+        specular=0.5,
+    )
+    mask = fragments.mask
+    albedo = np.where(mask[..., None], colour, np.nan)
+    left = np.zeros((HEIGHT, WIDTH))
+    left[:, : WIDTH // 2] = 0.5
+    lit = light(mask=mask, albedo=albedo, normals=normals, camera=camera, specular=left)
+    plain = light(mask=mask, albedo=albedo, normals=normals, camera=camera)
+    both = mask & (left > 0)
+    np.testing.assert_allclose(lit[both], textured[both], atol=1e-12)
+    np.testing.assert_allclose(lit[mask & ~both], plain[mask & ~both], atol=1e-12)
+    assert np.isnan(lit[~mask]).all()
 
 
 @pytest.mark.parametrize("style", ["shaded", "wireframe"])

@@ -173,34 +173,61 @@ def shade(
     specular: float = 0.0,
     shininess: float = 32.0,
 ) -> np.ndarray:
-    """(H, W, 3) linear RGB, NaN for background: Lambertian albedo from `texture` (Ht, Wt, 3,
-    linear RGB; a constant colour is a 1x1 texture) at `uv` (H, W, 2), lit by directional
-    world `lights` and `ambient`, plus an optional white Blinn-Phong `specular` term.
+    """(H, W, 3) linear RGB, NaN for background: `light` with the albedo of `texture` (Ht, Wt,
+    3, linear RGB; a constant colour is a 1x1 texture) at `uv` (H, W, 2)."""
+    mask = fragments.mask
+    albedo = np.full((*mask.shape, 3), np.nan)
+    albedo[mask] = sample_texture(texture=texture, uv=uv[mask])
+    return light(
+        mask=mask,
+        albedo=albedo,
+        normals=normals,
+        camera=camera,
+        lights=lights,
+        ambient=ambient,
+        specular=specular,
+        shininess=shininess,
+    )
+
+
+def light(
+    *,
+    mask: np.ndarray,
+    albedo: np.ndarray,
+    normals: np.ndarray,
+    camera: Camera,
+    lights: tuple[tuple[tuple[float, float, float], float], ...] = DEFAULT_LIGHTS,
+    ambient: float = 0.3,
+    specular: float | np.ndarray = 0.0,
+    shininess: float = 32.0,
+) -> np.ndarray:
+    """(H, W, 3) linear RGB, NaN off the (H, W) `mask`: Lambertian `albedo` (H, W, 3, linear
+    RGB) lit by directional world `lights` and `ambient`, plus a white Blinn-Phong term of
+    strength `specular` (a number, or (H, W) per pixel).
 
     Lights are fixed in the world so that a view sees the same diffuse colour as any other
     (what multi-view stereo assumes); `specular` > 0 breaks that on purpose. Normals (H, W, 3,
     world) facing away from the camera are flipped, so back faces shade like front faces.
     """
-    mask = fragments.mask
-    albedo = sample_texture(texture=texture, uv=uv[mask])
     to_cam = -pixel_rays(camera)[1][mask.ravel()]
     to_cam /= np.linalg.norm(to_cam, axis=-1, keepdims=True)
     n = normals[mask]
     n = np.where(np.sum(n * to_cam, axis=-1, keepdims=True) < 0, -n, n)
+    strength = np.broadcast_to(np.asarray(specular, dtype=np.float64), mask.shape)[mask]
     diffuse = np.full(len(n), ambient)
     highlight = np.zeros(len(n))
     for direction, intensity in lights:
-        light = np.asarray(direction, dtype=np.float64)
-        light /= np.linalg.norm(light)
-        lambert = np.clip(n @ light, 0.0, None)
+        towards = np.asarray(direction, dtype=np.float64)
+        towards /= np.linalg.norm(towards)
+        lambert = np.clip(n @ towards, 0.0, None)
         diffuse += intensity * lambert
-        if specular > 0:
-            half = light + to_cam
+        if strength.any():
+            half = towards + to_cam
             half /= np.linalg.norm(half, axis=-1, keepdims=True)
             cos_h = np.clip(np.sum(n * half, axis=-1), 0.0, None)
             highlight += intensity * np.where(lambert > 0, cos_h**shininess, 0.0)
     out = np.full((*mask.shape, 3), np.nan)
-    out[mask] = albedo * diffuse[:, None] + specular * highlight[:, None]
+    out[mask] = albedo[mask] * diffuse[:, None] + (strength * highlight)[:, None]
     return out
 
 

@@ -32,8 +32,9 @@ def contact_sheet(*, subject_dir: Path, sequence: str, frame: int, path: str | o
 def ground_truth_sheet(
     *, ground_truth_dir: Path, sequence: str, frame: int, serial: str, path: str | os.PathLike
 ) -> Path:
-    """One view's depth, canonical map (template x, y, z scaled to RGB over the head's box),
-    normal map (n / 2 + 1/2) and face mask, side by side."""
+    """One view's depth, canonical map (template x, y, z scaled to RGB over the head's box;
+    on the hair, the nearest FLAME point's deformation undone), normal map (n / 2 + 1/2) and
+    regions (face mask, hair shell), side by side."""
     maps = read_exr(
         ground_truth_map_path(Path(ground_truth_dir), sequence=sequence, frame=frame, serial=serial)
     )
@@ -43,7 +44,7 @@ def ground_truth_sheet(
         "depth (m)": maps["depth"],
         "canonical (x, y, z -> RGB)": np.nan_to_num((canonical - lo) / (hi - lo), nan=1.0),
         "normal (world)": np.nan_to_num(maps["normal"] * 0.5 + 0.5, nan=1.0),
-        "face mask": maps["mask"],
+        "face (1) and hair (2)": maps["mask"] + 2 * maps.get("hair", 0 * maps["mask"]),
     }
     fig, axes = plt.subplots(1, 4, figsize=(16, 6))
     for ax, (title, image) in zip(axes, panels.items(), strict=True):

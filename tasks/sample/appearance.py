@@ -4,8 +4,9 @@ Each texel is traced back to its 3D point on the template (the UV mesh is raster
 pinhole camera looking straight down at the z = 0 plane, an exact affine map). The front of
 the face takes a real photo (`skimage.data.astronaut()`, public domain) warped onto the
 template by a thin-plate spline through matching keypoints; the rest is skin of the photo's
-cheek tone and hair, both with 3D noise so that multi-view feature matching finds texture
-everywhere and no UV seam shows. Colours are linear RGB in [0, 1].
+cheek tone with 3D noise so that multi-view feature matching finds texture everywhere and no
+UV seam shows, and above the hairline the hair's own colour (`tasks.sample.hair`), which its
+shell of real geometry covers a few millimetres further up. Colours are linear RGB in [0, 1].
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from flame_tracking.sample_model import template_keypoints
 from tasks.formats.cameras import Camera
 from tasks.formats.color import srgb_to_linear
 from tasks.pictures.render import Scene, interpolate, rasterize
+from tasks.sample.hair import HairStyle, hair_style
 
 PHOTO_KEYPOINTS: dict[str, tuple[float, float]] = {
     "eye_left": (246.4, 103.8),
@@ -58,8 +60,6 @@ PHOTO_FACE_OVAL: tuple[tuple[float, float], ...] = (
 
 PHOTO_CHEEKS = ((204.0, 124.0), (245.0, 125.0))
 """Photo pixels (x, y) on both cheeks whose median colour sets the synthetic skin tone."""
-PHOTO_HAIR = ((200.0, 40.0), (250.0, 50.0))
-"""Photo box (x0, y0), (x1, y1) of plain hair whose median colour sets the hair tone."""
 _UV_RELIEF = 1e-4
 
 
@@ -120,17 +120,15 @@ def _sample_photo(photo: np.ndarray, xy: np.ndarray) -> np.ndarray:
     )
 
 
-def _photo_tones(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Median linear skin (cheeks) and hair colours of the photo, (3,) each."""
+def _skin_tone(photo: np.ndarray) -> np.ndarray:
+    """(3,) median linear skin colour of the photo's cheeks."""
     cheeks = np.concatenate(
         [
             photo[int(y) - 5 : int(y) + 6, int(x) - 5 : int(x) + 6].reshape(-1, 3)
             for x, y in PHOTO_CHEEKS
         ]
     )
-    (x0, y0), (x1, y1) = PHOTO_HAIR
-    hair = photo[int(y0) : int(y1), int(x0) : int(x1)].reshape(-1, 3)
-    return np.median(cheeks, axis=0), np.median(hair, axis=0)
+    return np.median(cheeks, axis=0)
 
 
 def _oval_depth(shape: tuple[int, int]) -> np.ndarray:
@@ -161,48 +159,12 @@ def _photo_weight(
     texels: TexelGeometry, photo_xy: np.ndarray, shape: tuple[int, int]
 ) -> np.ndarray:
     """(N,) how much of the photo each texel shows: inside the face oval (feathered over
-    8 photo pixels, about 1 cm on the face) and facing the front."""
+    8 photo pixels, about 1 cm on the face), facing the front, and below the photo's own
+    fringe (faded out from 1 to 2 cm above the brows: the sample's hairline is higher)."""
     depth = ndimage.map_coordinates(_oval_depth(shape), photo_xy[:, ::-1].T, order=1, cval=0.0)
     facing = _smoothstep(texels.normal.reshape(-1, 3)[:, 2], 0.15, 0.45)
-    return _smoothstep(depth, 1.0, 9.0) * facing
-
-
-def _hair_weight(
-    position: np.ndarray, keypoints: dict[str, np.ndarray], rng: np.random.Generator
-) -> np.ndarray:
-    """(N,) hair coverage: above a hairline whose height depends on the azimuth around the
-    head (forehead at the front, above the ears at the sides, the nape at the back)."""
-    centre_z = 0.5 * (position[:, 2].min() + position[:, 2].max())
-    azimuth = np.degrees(np.abs(np.arctan2(position[:, 0], position[:, 2] - centre_z)))
-    eye_y = 0.5 * (keypoints["eye_left"][1] + keypoints["eye_right"][1])
-    mouth_y = keypoints["mouth_center"][1]
-    profile = (  # (azimuth in degrees, hairline height)
-        (0.0, keypoints["forehead"][1] - 0.012),
-        (35.0, keypoints["forehead"][1] - 0.008),
-        (70.0, eye_y + 0.02),
-        (100.0, eye_y + 0.014),
-        (118.0, eye_y - 0.01),
-        (140.0, mouth_y - 0.005),
-        (180.0, mouth_y - 0.015),
-    )
-    hairline = np.interp(azimuth, *zip(*profile, strict=True))
-    hairline = hairline + 0.004 * _value_noise(position, cell=0.012, rng=rng)
-    return _smoothstep(position[:, 1] - hairline, -0.002, 0.004)
-
-
-def _hair(position: np.ndarray, tone: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(N, 3) hair: the tone with strong strand-like noise, fine across the strands (azimuth
-    about the crown) and coarse along them (angle down from the crown)."""
-    centre = np.array([0.0, position[:, 1].max() - 0.06, position[:, 2].mean()])
-    d = position - centre
-    azimuth = np.arctan2(d[:, 0], d[:, 2]) / (2 * np.pi) + 0.5
-    polar = np.arccos(np.clip(d[:, 1] / np.linalg.norm(d, axis=1), -1, 1)) / np.pi
-    total = np.zeros(len(position))
-    for across, along, amplitude in ((360, 10, 0.6), (120, 5, 0.4)):
-        lattice = rng.standard_normal((across, along + 4))
-        coords = np.stack([azimuth * across, polar * along + 1.5])
-        total += amplitude * ndimage.map_coordinates(lattice, coords, order=3, mode="grid-wrap")
-    return tone * np.clip(1 + 0.45 * total / total.std(), 0.2, 2.5)[:, None]
+    below_fringe = 1.0 - _smoothstep(texels.position.reshape(-1, 3)[:, 1], 0.054, 0.064)
+    return _smoothstep(depth, 1.0, 9.0) * facing * below_fringe
 
 
 def _skin(position: np.ndarray, tone: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -220,9 +182,12 @@ def _skin(position: np.ndarray, tone: np.ndarray, rng: np.random.Generator) -> n
     )
 
 
-def bake_texture(*, model: FlameModel, size: int = 1024, seed: int) -> np.ndarray:
+def bake_texture(
+    *, model: FlameModel, size: int = 1024, seed: int, style: HairStyle | None = None
+) -> np.ndarray:
     """(size, size, 3) linear RGB albedo in [0, 1] for `model`'s UV layout, deterministic in
-    `seed` (the photo part is the same for every seed, the noise differs)."""
+    `seed` (the photo part is the same for every seed, the noise differs); above the hairline
+    of `style` (default `hair_style(model, seed)`) the scalp is painted with its hair."""
     texels = texel_geometry(model=model, size=size)
     position = texels.position.reshape(-1, 3)
     keypoints = {k: np.asarray(v, dtype=np.float64) for k, v in template_keypoints(model).items()}
@@ -235,10 +200,10 @@ def bake_texture(*, model: FlameModel, size: int = 1024, seed: int) -> np.ndarra
     photo = _photo_linear()
     photo_xy = tps(position[:, :2])
     rng = np.random.default_rng(seed)
-    skin_tone, hair_tone = _photo_tones(photo)
-    skin = _skin(position, skin_tone, rng)
-    hair = _hair(position, hair_tone, rng)
-    base = skin + _hair_weight(position, keypoints, rng)[:, None] * (hair - skin)
+    style = style if style is not None else hair_style(model=model, seed=seed)
+    skin = _skin(position, _skin_tone(photo), rng)
+    painted = _smoothstep(style.above_hairline(position), -0.002, 0.002)[:, None]
+    base = skin + painted * (style.albedo(position) - skin)
     face = (
         _sample_photo(photo, photo_xy)
         * (1 + 0.03 * _value_noise(position, cell=0.0015, rng=rng))[:, None]

@@ -18,7 +18,15 @@ from scipy.spatial.transform import Rotation
 from flame_tracking.model import FlameModel
 from tasks.formats.cameras import FULL_SIZE, SERIALS, Camera, downsample, pixel_rays, project
 from tasks.formats.color import linear_to_srgb
-from tasks.pictures.render import Fragments, Scene, interpolate, rasterize, shade
+from tasks.pictures.render import (
+    Fragments,
+    Scene,
+    interpolate,
+    light,
+    rasterize,
+    sample_texture,
+)
+from tasks.sample.hair import Hair, nearest_deformation
 
 RIG: tuple[tuple[float, float], ...] = (
     *((-60.0, 0.0), (-58.0, 15.0), (-45.0, 0.0), (-40.0, 15.0), (-30.0, 0.0), (-20.0, 15.0)),
@@ -173,39 +181,99 @@ def record(
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PosedFrame:
-    """One frame's posed mesh, shared by every camera."""
+    """One frame's posed head (and hair), shared by every camera."""
 
     scene: Scene
-    """The embree scene of the posed vertices and the model's faces."""
+    """The embree scene: the model's faces, then the hair shell's (if any)."""
     vertices: np.ndarray
-    """(V, 3) posed vertices, world metres."""
+    """(V, 3) posed head vertices, world metres."""
     vertex_normals: np.ndarray
-    """(V, 3) unit area-weighted vertex normals of the posed mesh."""
+    """(V, 3) unit area-weighted vertex normals of the posed head."""
+    hair: Hair | None = None
+    """The hair shell the frame wears (None: a bare head)."""
+    hair_vertices: np.ndarray | None = None
+    """(N, 3) posed hair shell vertices, world metres."""
+    hair_normals: np.ndarray | None = None
+    """(N, 3) unit vertex normals of the posed shell."""
+    _cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def hair_canonical(self, model: FlameModel) -> np.ndarray:
+        """(N, 3) canonical position of each shell vertex: the vertex minus the deformation
+        (posed - template) of its nearest point on the posed head (see `tasks.sample.hair`)."""
+        if "hair_canonical" not in self._cache:
+            moved = nearest_deformation(
+                points=self.hair_vertices,
+                vertices=self.vertices,
+                faces=model.f,
+                deformation=self.vertices - model.v_template,
+            )
+            self._cache["hair_canonical"] = self.hair_vertices - moved
+        return self._cache["hair_canonical"]
 
 
-def pose_frame(*, model: FlameModel, vertices: np.ndarray) -> PosedFrame:
-    """The scene and vertex normals of `model`'s faces at (V, 3) `vertices`."""
-    mesh = trimesh.Trimesh(vertices=vertices, faces=model.f, process=False)
-    return PosedFrame(
-        scene=Scene(vertices=vertices, faces=model.f),
-        vertices=vertices,
-        vertex_normals=np.asarray(mesh.vertex_normals),
+def pose_frame(*, model: FlameModel, vertices: np.ndarray, hair: Hair | None = None) -> PosedFrame:
+    """The scene and vertex normals of `model`'s faces at (V, 3) `vertices`, wearing `hair`."""
+    normals = np.asarray(trimesh.Trimesh(vertices, model.f, process=False).vertex_normals)
+    if hair is None:
+        scene = Scene(vertices=vertices, faces=model.f)
+        return PosedFrame(scene=scene, vertices=vertices, vertex_normals=normals)
+    shell = hair.pose(vertices=vertices, vertex_normals=normals)
+    scene = Scene(
+        vertices=np.concatenate([vertices, shell]),
+        faces=np.concatenate([model.f, hair.faces + len(vertices)]),
     )
+    return PosedFrame(
+        scene=scene,
+        vertices=vertices,
+        vertex_normals=normals,
+        hair=hair,
+        hair_vertices=shell,
+        hair_normals=np.asarray(trimesh.Trimesh(shell, hair.faces, process=False).vertex_normals),
+    )
+
+
+def _all_normals(frame: PosedFrame) -> np.ndarray:
+    """(V + N, 3) vertex normals of the head, then of the hair shell."""
+    if frame.hair is None:
+        return frame.vertex_normals
+    return np.concatenate([frame.vertex_normals, frame.hair_normals])
+
+
+def _hair_pixels(fragments: Fragments, num_head_faces: int) -> np.ndarray:
+    """(H, W) bool: pixels that see the hair shell."""
+    return fragments.triangle >= num_head_faces
 
 
 def shade_view(
     *, frame: PosedFrame, model: FlameModel, texture: np.ndarray, camera: Camera, exposure: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) linear RGB of the textured head (NaN off it) and its (H, W) mask."""
+    """(H, W, 3) linear RGB of the textured head and its hair (NaN off them), and the (H, W)
+    mask."""
     fragments = rasterize(scene=frame.scene, camera=camera)
-    rgb = shade(
-        fragments=fragments,
-        texture=texture,
-        uv=interpolate(fragments=fragments, attribute=model.vt[model.ft]),
-        normals=_normals(fragments, frame.vertex_normals),
+    mask = fragments.mask
+    hair = _hair_pixels(fragments, len(model.f))
+    head = mask & ~hair
+    albedo = np.full((*mask.shape, 3), np.nan)
+    uv = np.einsum(
+        "nk,nkc->nc", fragments.barycentric[head], model.vt[model.ft[fragments.triangle[head]]]
+    )
+    albedo[head] = sample_texture(texture=texture, uv=uv)
+    if hair.any():
+        albedo[hair] = frame.hair.style.albedo(_shell_blend(fragments, hair, frame))
+    rgb = light(
+        mask=mask,
+        albedo=albedo,
+        normals=_normals(fragments, _all_normals(frame)),
         camera=camera,
     )
-    return exposure * rgb, fragments.mask
+    return exposure * rgb, mask
+
+
+def _shell_blend(fragments: Fragments, where: np.ndarray, frame: PosedFrame) -> np.ndarray:
+    """(M, 3) barycentric blend of the shell's rest (template) vertices at the (H, W) `where`
+    pixels, all on the hair shell (whose vertices follow the head's in the scene)."""
+    corners = fragments.faces[fragments.triangle[where]] - len(frame.vertices)
+    return np.einsum("nk,nkc->nc", fragments.barycentric[where], frame.hair.rest[corners])
 
 
 def _normals(fragments: Fragments, vertex_normals: np.ndarray) -> np.ndarray:
@@ -217,17 +285,23 @@ def ground_truth_maps(
     *, frame: PosedFrame, model: FlameModel, camera: Camera, face_triangles: np.ndarray
 ) -> dict[str, np.ndarray]:
     """A view's truth: `depth` (H, W) camera z in metres (NaN off the head), `canonical`
-    (H, W, 3) the template point of each pixel's surface point, `normal` (H, W, 3) unit world
-    normal, `mask` (H, W) 1 on triangles of the face region (`face_triangles` (F,) bool)."""
+    (H, W, 3) the template point of each pixel's surface point (on the hair: see
+    `PosedFrame.hair_canonical`), `normal` (H, W, 3) unit world normal, `mask` (H, W) 1 on
+    triangles of the face region (`face_triangles` (F,) bool), `hair` (H, W) 1 on the hair."""
     fragments = rasterize(scene=frame.scene, camera=camera)
     hit = fragments.mask
-    mask = np.zeros(hit.shape, dtype=np.float32)
-    mask[hit] = face_triangles[fragments.triangle[hit]]
+    hair = _hair_pixels(fragments, len(model.f))
+    face = np.zeros(hit.shape, dtype=np.float32)
+    face[hit & ~hair] = face_triangles[fragments.triangle[hit & ~hair]]
+    canonical = model.v_template
+    if frame.hair is not None:
+        canonical = np.concatenate([canonical, frame.hair_canonical(model)])
     return {
         "depth": fragments.depth,
-        "canonical": interpolate(fragments=fragments, attribute=model.v_template[model.f]),
-        "normal": _normals(fragments, frame.vertex_normals),
-        "mask": mask,
+        "canonical": interpolate(fragments=fragments, attribute=canonical),
+        "normal": _normals(fragments, _all_normals(frame)),
+        "mask": face,
+        "hair": hair.astype(np.float32),
     }
 
 

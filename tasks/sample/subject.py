@@ -3,9 +3,10 @@
 `{root}/{id}/` holds exactly what the official kit downloads (calibration JSONs, one mp4 per
 sequence and camera, BACKGROUND plates); `{root}/ground_truth/{id}/` holds what the pipeline
 is scored against: FLAME parameters, the cameras at the working resolution, per-view depth,
-canonical, normal and face-mask maps (EXR), and the 2D MediaPipe landmarks of the model's
-embedding. Both are written to temporary sibling folders and renamed into place, ground truth
-first; the subject folder's existence means "complete".
+canonical, normal, face-mask and hair maps (EXR; the head wears a hair shell of real geometry,
+`tasks.sample.hair`), and the 2D MediaPipe landmarks of the model's embedding. Both are
+written to temporary sibling folders and renamed into place, ground truth first; the subject
+folder's existence means "complete".
 
     python -m tasks.sample.subject --root data/sample --subject 900
 """
@@ -158,7 +159,8 @@ def _write_static(world: SampleWorld, tmp: Path, gt_tmp: Path) -> None:
         "working_size": [world.gt_cameras[SERIALS[0]].width, world.gt_cameras[SERIALS[0]].height],
         "model": world.model.source,
         "maps": "maps/{sequence}/frame_{t:05d}/cam_{serial}.exr: depth (camera z, m, NaN off "
-        "the head), canonical (template point, m), normal (world), mask (face region 1/0)",
+        "the head), canonical (template point, m; on the hair: minus the deformation of the "
+        "nearest head point), normal (world), mask (face region 1/0), hair (hair shell 1/0)",
         "landmarks": "landmarks.parquet: embedded MediaPipe landmarks projected at the working "
         "size; visible = within 2 mm of the rendered depth",
     }

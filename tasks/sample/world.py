@@ -1,5 +1,5 @@
 """The sample subject's settings and its world, built once: head model with its landmark
-embedding, texture, cameras, colour casts, backgrounds and per-sequence FLAME parameters.
+embedding, texture, hair, cameras, colour casts, backgrounds and per-sequence FLAME parameters.
 
 `render_view` and `ground_truth_view` draw one view of one posed frame; the generator and the
 tests share them, so a test can re-render exactly what a video holds.
@@ -23,6 +23,7 @@ from tasks.formats.cameras import FULL_SIZE, SERIALS, Camera, downsample
 from tasks.formats.names import validate_subject_id
 from tasks.formats.nersemble import subject_dir
 from tasks.sample.appearance import bake_texture
+from tasks.sample.hair import Hair, build_hair, hair_style
 from tasks.sample.landmark_embedding import cached_landmark_embedding
 from tasks.sample.scene import (
     PosedFrame,
@@ -117,6 +118,8 @@ class SampleWorld:
     """The sample head model, carrying its MediaPipe landmark embedding."""
     texture: np.ndarray
     """(S, S, 3) linear RGB albedo in the model's UV layout."""
+    hair: Hair
+    """The hair shell over the scalp (geometry and colour; see `tasks.sample.hair`)."""
     cameras: dict[str, Camera]
     """Serial -> camera at the sample's full resolution (what the videos hold)."""
     gt_cameras: dict[str, Camera]
@@ -141,7 +144,7 @@ class SampleWorld:
         with torch.no_grad():
             vertices = layer(FlameParams(**tensors)).vertices.numpy()
         for posed in vertices:
-            yield pose_frame(model=self.model, vertices=posed)
+            yield pose_frame(model=self.model, vertices=posed, hair=self.hair)
 
 
 def build_world(*, config: SampleSubjectConfig, root: Path) -> SampleWorld:
@@ -161,10 +164,12 @@ def build_world(*, config: SampleSubjectConfig, root: Path) -> SampleWorld:
     frames = config.frames_per_sequence
     in_face = np.zeros(model.num_vertices, dtype=bool)
     in_face[model.face_vertex_ids] = True
+    style = hair_style(model=model, seed=seed)
     return SampleWorld(
         config=config,
         model=model,
-        texture=bake_texture(model=model, size=config.texture_size, seed=seed),
+        texture=bake_texture(model=model, size=config.texture_size, seed=seed, style=style),
+        hair=build_hair(model=model, style=style),
         cameras=cameras,
         gt_cameras={s: downsample(c, config.downsample) for s, c in cameras.items()},
         casts=color_casts(seed=seed),
@@ -205,7 +210,8 @@ def render_view(
 def ground_truth_view(
     world: SampleWorld, frame: PosedFrame, *, serial: str
 ) -> dict[str, np.ndarray]:
-    """One view's truth maps at the working resolution (see `ground_truth_maps`)."""
+    """One view's truth maps at the working resolution (see `ground_truth_maps`): depth,
+    canonical, normal, face mask, hair."""
     return ground_truth_maps(
         frame=frame,
         model=world.model,
