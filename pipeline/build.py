@@ -8,6 +8,7 @@ from pathlib import Path
 import luigi
 import pandas as pd
 
+from pipeline import config
 from pipeline.common import (
     IdentityTarget,
     SubjectParameter,
@@ -16,11 +17,11 @@ from pipeline.common import (
     subject_output,
     upstream_tag,
 )
-from pipeline.dataset_tasks import TrackSubject, WriteShards, shard_dir
+from pipeline.dataset_tasks import Canonicalize, TrackSubject, WriteShards, shard_dir
 from pipeline.reconstruction import ReconstructSubject
 from pipeline.selection import SelectFrames
 from pipeline.subject import InspectSubject, head_model_files
-from tasks import report, selection, tracking
+from tasks import canonical, report, selection, tracking
 from tasks.formats import shards
 from tasks.formats.atomic import atomic_file
 
@@ -61,9 +62,23 @@ class BuildSubject(luigi.Task):
             tracking_seconds=json.loads((paths["tracking"] / tracking.TIMINGS_FILE).read_text()),
             shard=shard_dir(self.subject),
             shard_rows=len(shards.read_index(shard_dir(self.subject))),
+            canonical_views=self._canonical_views(paths["tracking"]),
+            max_distance=config.canonical_config().max_distance,
             head_model=head_model_files().describe(),
         )
         # Fixed places, replaced on a rebuild (Luigi's temporary_path refuses to replace).
         with atomic_file(Path(self.output().path).with_suffix(".parquet")) as tmp:
             timesteps.to_parquet(tmp, compression="zstd", index=False)
         self.output().write(summary)
+
+    def _canonical_views(self, tracking_dir: Path) -> pd.DataFrame:
+        """The canonical views tables of the kept timesteps (built for the shard), together."""
+        kept = tracking.read_tracked_params(tracking_dir).params
+        tables = [
+            pd.read_parquet(Path(task.output().path) / canonical.VIEWS_FILE)
+            for task in (
+                Canonicalize(subject=self.subject, sequence=r.sequence, frame=int(r.frame))
+                for r in kept.itertuples()
+            )
+        ]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()

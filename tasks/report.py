@@ -105,6 +105,25 @@ def _drop_lines(table: pd.DataFrame) -> list[str]:
     ]
 
 
+def canonical_transfer(views: pd.DataFrame, max_distance: float) -> tuple[dict, str]:
+    """Totals over the kept timesteps' canonical views tables (`tasks.canonical`): depth
+    pixels transferred and dropped, and per distance band; and a line saying so."""
+    totals = {
+        name: int(views[name].sum())
+        for name in views.columns
+        if name.endswith("_pixels") or name.startswith("pixels_")
+    }
+    depth = totals.get("depth_pixels", 0)
+    if not depth:
+        return totals, "canonical maps: no depth pixel"
+    line = (
+        f"canonical maps: {totals['transferred_pixels'] / depth:.1%} of {depth:,} depth pixels "
+        f"transferred, {totals['dropped_pixels'] / depth:.1%} farther than "
+        f"{max_distance * 100:g} cm from the tracked surface dropped"
+    )
+    return totals, line
+
+
 def subject_report(
     *,
     subject: str,
@@ -115,10 +134,13 @@ def subject_report(
     tracking_seconds: Mapping[str, float],
     shard: Path,
     shard_rows: int,
+    canonical_views: pd.DataFrame,
+    max_distance: float,
     head_model: str = "",
 ) -> dict:
-    """A JSON-ready summary of one subject's build (`timesteps` from `timestep_table`), with a
-    few lines for people on top."""
+    """A JSON-ready summary of one subject's build (`timesteps` from `timestep_table`,
+    `canonical_views` the kept timesteps' canonical views tables, concatenated), with a few
+    lines for people on top."""
     sequences = {}
     for sequence, rows in inventory.groupby("sequence"):
         problems = sorted(set(rows.problem) - {""})
@@ -134,6 +156,9 @@ def subject_report(
         *(f"signals {s}: {why}" for s, why in selection.failures.items()),
         *_drop_lines(timesteps),
     ]
+    canonical, canonical_line = canonical_transfer(canonical_views, max_distance)
+    if kept:
+        summary.append(canonical_line)
     registered = timesteps[timesteps.dropped_at != "reconstruction"]
     if len(registered):
         summary.append(
@@ -167,4 +192,5 @@ def subject_report(
         },
         "shard": str(shard),
         "shard_views": shard_rows,
+        "canonical": canonical,
     }

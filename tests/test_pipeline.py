@@ -131,6 +131,12 @@ def test_all_dropped_subject_is_reported_and_the_dataset_goes_on(single: Path) -
     assert built["reconstructed"] == 3 and built["tracked"] >= 2
     assert built["shard_views"] == 16 * built["tracked"]
     assert built["seconds"]["depth"] > 0 and built["seconds"]["tracking_fit"] > 0
+    canonical = built["canonical"]  # the hair, up to 3.5 cm out, is transferred
+    assert canonical["transferred_pixels"] > 0.99 * canonical["depth_pixels"] > 0, canonical
+    assert (
+        canonical["pixels_10_20mm"] + canonical["pixels_20_30mm"] > 0.05 * canonical["depth_pixels"]
+    )
+    assert any(line.startswith("canonical maps: ") for line in built["summary"])
     subject = single / "out" / "subjects" / "900"
     assert len(list(subject.glob("timesteps/*/recon-*/depth.png"))) == 3
     assert (subject / "shard.png").stat().st_size > 50_000

@@ -86,6 +86,18 @@ def test_report_counts_groups_reasons_and_sums_seconds() -> None:
         tracking_seconds={"observations": 3.0, "fit": 4.0},
         shard=Path("out/shards/900"),
         shard_rows=16,
+        canonical_views=pd.DataFrame(
+            {
+                "serial": ["222200037", "222200038"],
+                "depth_fraction": [0.3, 0.2],
+                "depth_pixels": [600, 400],
+                "transferred_pixels": [590, 400],
+                "dropped_pixels": [10, 0],
+                "pixels_0_50mm": [590, 400],
+                "pixels_50mm_up": [10, 0],
+            }
+        ),
+        max_distance=0.05,
     )
     assert (report["selected"], report["reconstructed"], report["tracked"]) == (4, 2, 1)
     assert (
@@ -97,6 +109,17 @@ def test_report_counts_groups_reasons_and_sums_seconds() -> None:
     )
     assert report["summary"][2].startswith("dropped at tracking: 1 x landmark residual")
     assert report["summary"][3] == (
+        "canonical maps: 99.0% of 1,000 depth pixels transferred, 1.0% farther than 5 cm "
+        "from the tracked surface dropped"
+    )
+    assert report["canonical"] == {
+        "depth_pixels": 1000,
+        "transferred_pixels": 990,
+        "dropped_pixels": 10,
+        "pixels_0_50mm": 990,
+        "pixels_50mm_up": 10,
+    }
+    assert report["summary"][4] == (
         "per reconstructed timestep (median): SfM 2.0 s, depth 1.5 s, camera-centre residual "
         "1.00 mm"
     )
@@ -123,5 +146,7 @@ def test_nothing_selected_gives_an_empty_table_and_says_so() -> None:
         tracking_seconds={},
         shard=Path("out/shards/900"),
         shard_rows=0,
+        canonical_views=pd.DataFrame(),
+        max_distance=0.05,
     )
     assert report["summary"][-1] == "subject 900: no timestep kept, its shard is empty"

@@ -116,6 +116,8 @@ def fake_subject(out: Path, subject: str, outcomes: list[str]) -> None:
         tracking_seconds={"observations": 2.0, "fit": 5.0},
         shard=out / "shards" / subject,
         shard_rows=16 * kept,
+        canonical_views=pd.DataFrame(),
+        max_distance=0.05,
     )
     timesteps.to_parquet(folder / "report.parquet", compression="zstd", index=False)
     write_json(folder / "report.json", summary)
