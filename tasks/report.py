@@ -117,8 +117,8 @@ def canonical_transfer(views: pd.DataFrame, max_distance: float) -> tuple[dict, 
     if not depth:
         return totals, "canonical maps: no depth pixel"
     line = (
-        f"canonical maps: {totals['transferred_pixels'] / depth:.1%} of {depth:,} depth pixels "
-        f"transferred, {totals['dropped_pixels'] / depth:.1%} farther than "
+        f"canonical maps: {totals['transferred_pixels'] / depth:.2%} of {depth:,} depth pixels "
+        f"transferred, {totals['dropped_pixels'] / depth:.2%} farther than "
         f"{max_distance * 100:g} cm from the tracked surface dropped"
     )
     return totals, line

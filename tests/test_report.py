@@ -109,7 +109,7 @@ def test_report_counts_groups_reasons_and_sums_seconds() -> None:
     )
     assert report["summary"][2].startswith("dropped at tracking: 1 x landmark residual")
     assert report["summary"][3] == (
-        "canonical maps: 99.0% of 1,000 depth pixels transferred, 1.0% farther than 5 cm "
+        "canonical maps: 99.00% of 1,000 depth pixels transferred, 1.00% farther than 5 cm "
         "from the tracked surface dropped"
     )
     assert report["canonical"] == {
