@@ -51,7 +51,7 @@ class ExtractFrames(TimestepTask):
     def output(self) -> luigi.LocalTarget:
         sources = camera_sources(self.subject, self.sequence, frame=self.frame)
         inputs = fingerprint([*calibration_files(self.subject), *sources])
-        tag = stage_tag(config.frames_config(), inputs)
+        tag = stage_tag(config.frames_config(), frames.SUMMARY_VERSION, inputs)
         return luigi.LocalTarget(str(self.folder / f"frames-{tag}"))
 
     def run(self) -> None:

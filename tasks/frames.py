@@ -8,7 +8,8 @@ sibling, then renamed into place):
 
     images/cam_{serial}.png   lossless RGB, what COLMAP reads (only the usable views)
     cameras.json              the 16 cameras at the working resolution (`read_cameras_json`)
-    frames.json               status, reason and one status per view (`read_frames_summary`)
+    frames.json               status, reason, one status per view, and whether (or why not)
+                              the images were colour-corrected (`read_frames_summary`)
 
 A missing video, a frame that does not decode or a blank view (a dead camera: near-constant
 image) is an expected failure: the timestep comes back "dropped" with the reason, and the
@@ -30,7 +31,7 @@ import numpy as np
 from tasks.formats import video
 from tasks.formats.atomic import atomic_dir
 from tasks.formats.cameras import SERIALS, Camera
-from tasks.formats.nersemble import Subject, iter_read_frames
+from tasks.formats.nersemble import Subject, color_calibration_path, iter_read_frames
 from tasks.progress import Progress
 
 Status = Literal["ok", "dropped"]
@@ -39,6 +40,8 @@ ViewState = Literal["ok", "missing", "undecodable", "blank"]
 IMAGES_DIR = "images"
 CAMERAS_FILE = "cameras.json"
 SUMMARY_FILE = "frames.json"
+SUMMARY_VERSION = 2
+"""frames.json's layout (2: records the colour correction); part of the frames' identity."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,6 +82,8 @@ class TimestepFrames:
     """Why it was dropped ('' when ok), naming the cameras."""
     views: tuple[ViewStatus, ...]
     """One entry per camera, in `SERIALS` order."""
+    uncorrected: str
+    """Why the images are not colour-corrected ('' when they are)."""
     directory: Path
     """The output folder."""
 
@@ -146,7 +151,10 @@ def extract_sequence_frames(
     with contextlib.ExitStack() as stack:
         tmps = {t: stack.enter_context(atomic_dir(Path(outputs[t]))) for t in frames}
         states = _write_views(subject, sequence, tmps, config, progress)
-        results = {t: _result(sequence, t, states[t], Path(outputs[t])) for t in frames}
+        uncorrected = uncorrected_reason(subject, config)
+        results = {
+            t: _result(sequence, t, states[t], uncorrected, Path(outputs[t])) for t in frames
+        }
         cameras = {s: subject.camera(s, downsample=config.downsample) for s in SERIALS}
         for t, tmp in tmps.items():
             write_cameras_json(tmp / CAMERAS_FILE, cameras)
@@ -154,7 +162,19 @@ def extract_sequence_frames(
     return results
 
 
-def _result(sequence: str, frame: int, views: list[ViewStatus], output: Path) -> TimestepFrames:
+def uncorrected_reason(subject: Subject, config: FramesConfig) -> str:
+    """Why `subject`'s frames are not colour-corrected under `config` ('' when they are): a
+    capture without a colour calibration is still usable, but its colours are the cameras'."""
+    if not config.color_correct:
+        return "colour correction off (FramesConfig.color_correct)"
+    if subject.color_calibration is None:
+        return f"no colour calibration: {color_calibration_path(subject.directory)} missing"
+    return ""
+
+
+def _result(
+    sequence: str, frame: int, views: list[ViewStatus], uncorrected: str, output: Path
+) -> TimestepFrames:
     """The timestep is usable only when all 16 views are."""
     bad = [v for v in views if v.state != "ok"]
     return TimestepFrames(
@@ -163,6 +183,7 @@ def _result(sequence: str, frame: int, views: list[ViewStatus], output: Path) ->
         status="dropped" if bad else "ok",
         reason="; ".join(f"camera {v.serial} {v.state}: {v.reason}" for v in bad),
         views=tuple(views),
+        uncorrected=uncorrected,
         directory=output,
     )
 
@@ -273,11 +294,13 @@ def read_cameras_json(path: Path) -> dict[str, Camera]:
 
 def _summary_dict(result: TimestepFrames, config: FramesConfig) -> dict:
     return {
+        "version": SUMMARY_VERSION,
         "sequence": result.sequence,
         "frame": result.frame,
         "status": result.status,
         "reason": result.reason,
         "views": {v.serial: {"state": v.state, "reason": v.reason} for v in result.views},
+        "uncorrected": result.uncorrected,
         "config": dataclasses.asdict(config),
     }
 
@@ -287,6 +310,8 @@ def read_frames_summary(directory: Path) -> TimestepFrames:
     path = Path(directory) / SUMMARY_FILE
     try:
         data = json.loads(path.read_text())
+        if data.get("version") != SUMMARY_VERSION:
+            raise ValueError(f"layout {data.get('version', 1)}, not {SUMMARY_VERSION}")
         views = tuple(
             ViewStatus(serial=s, state=v["state"], reason=v["reason"])
             for s, v in data["views"].items()
@@ -297,6 +322,7 @@ def read_frames_summary(directory: Path) -> TimestepFrames:
             status=data["status"],
             reason=data["reason"],
             views=views,
+            uncorrected=data["uncorrected"],
             directory=Path(directory),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:

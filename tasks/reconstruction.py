@@ -16,7 +16,7 @@ from typing import Literal
 from tasks import fusion, mvs, sfm
 from tasks.formats.atomic import atomic_dir
 from tasks.formats.cameras import SERIALS
-from tasks.frames import IMAGES_DIR
+from tasks.frames import IMAGES_DIR, read_frames_summary
 from tasks.pictures import stages as pictures
 from tasks.progress import Progress
 
@@ -68,7 +68,8 @@ def _reconstruct(
     frames_dir: Path, tmp: Path, config: ReconstructionConfig, progress: Progress | None
 ) -> dict:
     """SfM, then dense depth and fusion when SfM kept the timestep, inside `tmp`."""
-    record = {"frames": str(frames_dir)}
+    uncorrected = read_frames_summary(frames_dir).uncorrected
+    record = {"frames": str(frames_dir), "uncorrected": uncorrected}
     result = sfm.run_sfm(
         frames_dir=frames_dir,
         output=tmp / SFM_DIR,

@@ -25,6 +25,7 @@ RECONSTRUCTION_COLUMNS = [
     "depth_seconds",
     "fusion_seconds",
     "fused_points",
+    "uncorrected",
     "folder",
 ]
 """Columns of `reconstruction_table` (also when no timestep was selected)."""
@@ -52,6 +53,7 @@ def reconstruction_table(
                 "depth_seconds": record.get("mvs", {}).get("seconds"),
                 "fusion_seconds": record.get("fusion", {}).get("seconds"),
                 "fused_points": record.get("fusion", {}).get("points"),
+                "uncorrected": record["uncorrected"],
                 "folder": folder,
             }
         )
@@ -155,6 +157,12 @@ def subject_report(
         *selection.warnings,
         *(f"signals {s}: {why}" for s, why in selection.failures.items()),
         *_drop_lines(timesteps),
+        *(
+            f"not colour-corrected: {count} of {len(timesteps)} timesteps ({why})"
+            for why, count in timesteps.uncorrected[timesteps.uncorrected != ""]
+            .value_counts()
+            .items()
+        ),
     ]
     canonical, canonical_line = canonical_transfer(canonical_views, max_distance)
     if kept:

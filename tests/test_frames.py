@@ -4,6 +4,7 @@ each video indexed once and decoded in one pass, on real files in the kit's two 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import cv2
@@ -13,9 +14,11 @@ from test_nersemble import CAST, HEIGHT, SEQUENCE, WIDTH, frame_image, make_came
 
 from tasks.formats import video
 from tasks.formats.cameras import SERIALS
+from tasks.formats.color import apply_color_correction
 from tasks.formats.nersemble import (
     DataError,
     Subject,
+    color_calibration_path,
     downsample_image,
     load_subject,
     subject_dir,
@@ -25,6 +28,7 @@ from tasks.formats.nersemble import (
 )
 from tasks.formats.video import write_video
 from tasks.frames import (
+    SUMMARY_FILE,
     FramesConfig,
     extract_frames,
     extract_sequence_frames,
@@ -177,3 +181,39 @@ def test_frames_and_outputs_must_match(tmp_path: Path) -> None:
             extract_sequence_frames(
                 subject=subject, sequence=SEQUENCE, frames=frames, outputs=outputs
             )
+
+
+def test_a_missing_colour_calibration_is_recorded(tmp_path: Path) -> None:
+    """Without `color_calibration.json` the frames are the cameras' raw colours and every
+    frames.json says why; with it they are corrected and say nothing."""
+    subject = make_subject(tmp_path / "data", layout="images", broken=False)
+    corrected = per_sequence(subject, tmp_path / "with", FramesConfig(downsample=2))
+    color_calibration_path(subject.directory).unlink()
+    raw = load_subject(subject.directory)
+    uncorrected = per_sequence(raw, tmp_path / "without", FramesConfig(downsample=2))
+    for t in SELECTED:
+        assert corrected[t].uncorrected == "" and corrected[t].status == "ok"
+        summary = read_frames_summary(uncorrected[t].directory)
+        assert summary.status == "ok"
+        assert summary.uncorrected.startswith("no colour calibration")
+        assert str(color_calibration_path(subject.directory)) in summary.uncorrected
+        image = f"images/cam_{SERIALS[0]}.png"
+        with_ccm, without = (
+            cv2.imread(str(r[t].directory / image))[..., ::-1] for r in (corrected, uncorrected)
+        )
+        assert not np.array_equal(with_ccm, without)  # the raw colours, not the corrected ones
+        again = apply_color_correction(without, CAST)  # the cast applied afterwards: the same
+        assert np.abs(again.astype(int) - with_ccm).max() <= 1
+
+
+def test_a_summary_of_an_older_layout_is_refused_by_name(tmp_path: Path) -> None:
+    """frames.json before the colour record (no version) is not read as if it had one; the
+    frames' identity carries the layout, so the pipeline extracts such timesteps again."""
+    subject = make_subject(tmp_path / "data", layout="images", broken=False)
+    result = per_sequence(subject, tmp_path / "seq", FramesConfig(downsample=2))[SELECTED[0]]
+    path = result.directory / SUMMARY_FILE
+    old = json.loads(path.read_text())
+    del old["version"], old["uncorrected"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=f"{path}: not a readable frames summary.*layout 1"):
+        read_frames_summary(result.directory)

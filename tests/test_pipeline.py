@@ -137,6 +137,7 @@ def test_all_dropped_subject_is_reported_and_the_dataset_goes_on(single: Path) -
         canonical["pixels_10_20mm"] + canonical["pixels_20_30mm"] > 0.05 * canonical["depth_pixels"]
     )
     assert any(line.startswith("canonical maps: ") for line in built["summary"])
+    assert not any("colour" in line for line in built["summary"])  # the sample has one
     subject = single / "out" / "subjects" / "900"
     assert len(list(subject.glob("timesteps/*/recon-*/depth.png"))) == 3
     assert (subject / "shard.png").stat().st_size > 50_000

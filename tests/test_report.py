@@ -7,6 +7,8 @@ import pandas as pd
 from tasks.report import RECONSTRUCTION_COLUMNS, subject_report, timestep_table
 from tasks.selection import Selection
 
+NO_CCM = "043/calibration/color_calibration.json"
+
 
 def _reconstruction() -> pd.DataFrame:
     rows = [
@@ -39,6 +41,7 @@ def _reconstruction() -> pd.DataFrame:
                 "depth_seconds": depth,
                 "fusion_seconds": depth and 0.5,
                 "fused_points": 1000,
+                "uncorrected": f"no colour calibration: {NO_CCM} missing" if f in (0, 5) else "",
                 "folder": "x",
             }
             for s, f, status, reason, depth in rows
@@ -109,6 +112,9 @@ def test_report_counts_groups_reasons_and_sums_seconds() -> None:
     )
     assert report["summary"][2].startswith("dropped at tracking: 1 x landmark residual")
     assert report["summary"][3] == (
+        f"not colour-corrected: 2 of 4 timesteps (no colour calibration: {NO_CCM} missing)"
+    )
+    assert report["summary"][4] == (
         "canonical maps: 99.00% of 1,000 depth pixels transferred, 1.00% farther than 5 cm "
         "from the tracked surface dropped"
     )
@@ -119,7 +125,7 @@ def test_report_counts_groups_reasons_and_sums_seconds() -> None:
         "pixels_0_50mm": 990,
         "pixels_50mm_up": 10,
     }
-    assert report["summary"][4] == (
+    assert report["summary"][5] == (
         "per reconstructed timestep (median): SfM 2.0 s, depth 1.5 s, camera-centre residual "
         "1.00 mm"
     )

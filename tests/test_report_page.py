@@ -59,7 +59,7 @@ def _records(outcomes: list[str], folder: Path) -> tuple[list[dict], list[str], 
         if outcome == "sfm":
             recon.mkdir(parents=True)
             sfm["registered"] = 15
-            records.append({"status": "dropped", "reason": SFM_DROP, "sfm": sfm})
+            records.append({"status": "dropped", "reason": SFM_DROP, "sfm": sfm, "uncorrected": ""})
             continue
         _png(recon / "depth.png", size=(600, 200), value=60 + 20 * frame)
         records.append(
@@ -69,6 +69,7 @@ def _records(outcomes: list[str], folder: Path) -> tuple[list[dict], list[str], 
                 "sfm": sfm,
                 "mvs": {"seconds": 3.0},
                 "fusion": {"seconds": 1.0, "points": 5000},
+                "uncorrected": "",
             }
         )
         tracked.append(
