@@ -1,7 +1,9 @@
 """Build every subject of a manifest: `python -m pipeline --manifest FILE` (`make dataset`).
 
 Luigi's local scheduler unless `--scheduler-host` points at a running `luigid`, so several
-processes (or machines sharing the output root) split the work.
+processes (or machines sharing the output root) split the work. A subject's timesteps are
+tasks its `ReconstructSubject` adds once the selection is known, and Luigi gives them only to
+the process that added them; `--assistant` lets every process take them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,30 @@ import sys
 from pathlib import Path
 
 import luigi
+import luigi.interface
+import luigi.scheduler
+import luigi.worker
 
 from pipeline import config
 from pipeline.common import subject_output
 from pipeline.dataset import BuildDataset, read_manifest, write_report_page
+
+
+class _Worker(luigi.worker.Worker):
+    """Luigi's worker, but an assistant with `[worker] keep_alive` stays only while tasks
+    are pending, as other workers do (Luigi's own assistants stay forever, like daemons)."""
+
+    def _keep_alive(self, get_work_response: luigi.worker.GetWorkResponse) -> bool:
+        if self._assistant and self._config.keep_alive:
+            return get_work_response.n_pending_tasks > 0
+        return super()._keep_alive(get_work_response)
+
+
+class _Factory(luigi.interface._WorkerSchedulerFactory):  # noqa: SLF001 - luigi is pinned
+    def create_worker(
+        self, scheduler: luigi.scheduler.Scheduler, worker_processes: int, assistant: bool = False
+    ) -> _Worker:
+        return _Worker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scheduler-host", default=None, help="luigid host (default: local)")
     parser.add_argument("--scheduler-port", type=int, default=8082)
+    parser.add_argument(
+        "--assistant",
+        action="store_true",
+        help="with luigid: also run tasks other processes added (a subject's timesteps, which "
+        "only the process that selected them would know of otherwise)",
+    )
     args = parser.parse_args(argv)
     subjects = read_manifest(args.manifest)
     scheduler = (
@@ -41,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         [dataset_task],
         workers=args.workers or config.worker_count(),
         detailed_summary=True,
+        assistant=args.assistant,
+        worker_scheduler_factory=_Factory(),
         **scheduler,
     )
     print(result.summary_text)
