@@ -16,7 +16,9 @@ The same field paints the scalp just above the hairline, so the shell grows out 
 Canonical coordinate of a hair point (the ground truth's): its posed position minus the
 deformation (posed - template) of its nearest point on the posed head mesh, which is the
 paper's deformation transfer (section 3.3) applied to perfect tracking. It is computed
-exactly at every shell vertex and interpolated across the shell's ~1.5 mm triangles.
+exactly at every shell vertex and interpolated across the shell's ~1.5 mm triangles. It is
+computed here (`nearest_deformation`), not by `tasks.canonical`, which does the same search:
+the truth must not come from the code it scores.
 """
 
 from __future__ import annotations
