@@ -44,19 +44,10 @@ from tasks.formats import shards
 from tasks.formats.cameras import Camera
 from tasks.formats.exr import read_exr
 from tasks.sample.scene import PARAMETER_NAMES
-from tasks.sample.world import ground_truth_map_path
+from tasks.sample.world import TRUTH_REGIONS, ground_truth_map_path, truth_regions
 
-REGIONS = ("face", "hair", "other")
 LIMITS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, np.inf)
 """Distance limits (metres) tried for the transfer."""
-
-
-def regions(truth: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """(H, W) masks of the visible face, hair and other surface in one view's truth maps."""
-    visible = np.isfinite(truth["depth"])
-    face = visible & (truth["mask"] > 0.5)
-    hair = visible & (truth.get("hair", np.zeros_like(truth["mask"])) > 0.5)
-    return {"face": face, "hair": hair, "other": visible & ~face & ~hair}
 
 
 def _camera(row: pd.Series, depth: np.ndarray) -> Camera:
@@ -104,11 +95,11 @@ class Limits:
         if kind == "tracked":
             self.depth_pixels += int(has_depth.sum())
         error = np.linalg.norm(maps["canonical"] - truth["canonical"], axis=-1)
-        where = regions(truth)
+        where = truth_regions(truth)
         for limit in LIMITS:
             kept = has_depth & (maps["distance"] <= limit)
             self.kept[kind, limit] = self.kept.get((kind, limit), 0) + int(kept.sum())
-            for region in REGIONS:
+            for region in TRUTH_REGIONS:
                 found = error[kept & where[region]]
                 self.errors.setdefault((kind, limit, region), []).append(found)
 
@@ -139,9 +130,9 @@ def main() -> None:
     parser.add_argument("--ground-truth", type=Path, required=True)
     parser.add_argument("--tracking", type=Path, help="the subject's tracking-* folder")
     args = parser.parse_args()
-    counts = {r: np.zeros(3) for r in REGIONS}  # truth pixels, with depth, within 5 mm
-    depth_err = {r: [] for r in REGIONS}
-    canon_err = {r: [] for r in REGIONS}
+    counts = {r: np.zeros(3) for r in TRUTH_REGIONS}  # truth pixels, with depth, within 5 mm
+    depth_err = {r: [] for r in TRUTH_REGIONS}
+    canon_err = {r: [] for r in TRUTH_REGIONS}
     limits = Limits() if args.tracking else None
     truth_meshes = _truth_meshes(args.ground_truth) if args.tracking else {}
     faces = build_sample_model().f
@@ -153,7 +144,7 @@ def main() -> None:
                 args.ground_truth, sequence=row.sequence, frame=int(row.frame), serial=row.serial
             )
         )
-        for region, where in regions(truth).items():
+        for region, where in truth_regions(truth).items():
             error = np.abs(built["depth"] - truth["depth"])[where]
             found = np.isfinite(error)
             counts[region] += [where.sum(), found.sum(), (error[found] <= 5e-3).sum()]
@@ -174,7 +165,7 @@ def main() -> None:
             limits.add("tracked", _transfer(row, depth, tracked, template, faces), truth)
             limits.add("truth", _transfer(row, depth, truth_meshes[key], template, faces), truth)
     print(f"views: {len(index)}")
-    for region in REGIONS:
+    for region in TRUTH_REGIONS:
         visible, found, within = counts[region]
         d = np.concatenate(depth_err[region]) * 1e3
         c = np.concatenate(canon_err[region]) * 1e3

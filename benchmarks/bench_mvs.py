@@ -73,14 +73,13 @@ from tasks.sample.subject import (
     ground_truth_dir,
     ground_truth_map_path,
 )
+from tasks.sample.world import TRUTH_REGIONS, truth_regions
 from tasks.sfm import SfmConfig, run_sfm
 
 TIMESTEPS = (("EXP-1-head", 0), ("EMO-1-shout+laugh", 3))
 """A turned head and a strong expression."""
 SAMPLE = SampleSubjectConfig(subject="900", scale=2, downsample=2, frames_per_sequence=4)
 """1100x1604 videos, truth and frames at 550x802."""
-REGIONS = ("face", "hair", "other")
-"""Truth regions: the face mask, the hair shell, the rest of the visible head."""
 WITHIN_M = 5e-3
 """A pixel counts as complete when its depth is within this of the truth."""
 
@@ -114,13 +113,19 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 class Tally:
     """Running per-region counts over views."""
 
-    visible: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(REGIONS, 0))
-    within: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(REGIONS, 0))
-    errors: dict[str, list] = dataclasses.field(default_factory=lambda: {r: [] for r in REGIONS})
+    visible: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(TRUTH_REGIONS, 0)
+    )
+    within: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(TRUTH_REGIONS, 0)
+    )
+    errors: dict[str, list] = dataclasses.field(
+        default_factory=lambda: {r: [] for r in TRUTH_REGIONS}
+    )
 
     def add(self, depth: np.ndarray, truth: dict[str, np.ndarray]) -> None:
         """Count one view's (H, W) estimated depth (NaN: none) against its truth maps."""
-        for region, where in regions(truth).items():
+        for region, where in truth_regions(truth).items():
             error = np.abs(depth - truth["depth"])[where]
             found = np.isfinite(error)
             self.visible[region] += int(where.sum())
@@ -129,21 +134,13 @@ class Tally:
 
     def line(self) -> str:
         parts = []
-        for region in REGIONS:
+        for region in TRUTH_REGIONS:
             errors = np.concatenate(self.errors[region]) if self.errors[region] else np.zeros(0)
             share = self.within[region] / max(self.visible[region], 1)
             median = np.median(errors) * 1e3 if len(errors) else np.nan
             wrong = np.mean(errors > WITHIN_M) if len(errors) else np.nan
             parts.append(f"{region} {share:6.1%} {median:5.3f} mm ({wrong:4.1%} off)")
         return " | ".join(parts)
-
-
-def regions(truth: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """(H, W) masks of the visible face, hair and other surface in one view's truth maps."""
-    visible = np.isfinite(truth["depth"])
-    face = visible & (truth["mask"] > 0.5)
-    hair = visible & (truth.get("hair", np.zeros_like(truth["mask"])) > 0.5)
-    return {"face": face, "hair": hair, "other": visible & ~face & ~hair}
 
 
 def _truth(truth_dir: Path, step: tuple[str, int], serial: str) -> dict[str, np.ndarray]:
@@ -157,9 +154,9 @@ def fused_line(fused: np.ndarray, truth_dir: Path, subject: Subject, step: tuple
     for serial in SERIALS:
         truth = _truth(truth_dir, step, serial)
         camera = subject.camera(serial, downsample=SAMPLE.downsample)
-        where = regions(truth)
+        where = truth_regions(truth)
         cloud = backproject_depth(truth["depth"], camera)
-        for index, region in enumerate(REGIONS):
+        for index, region in enumerate(TRUTH_REGIONS):
             points.append(cloud[where[region]])
             normals.append(truth["normal"][where[region]])
             labels.append(np.full(int(where[region].sum()), index))
@@ -167,7 +164,7 @@ def fused_line(fused: np.ndarray, truth_dir: Path, subject: Subject, step: tuple
     _, nearest = cKDTree(points).query(fused)
     distance = np.abs(np.sum((fused - points[nearest]) * normals[nearest], axis=-1))
     parts = [f"fused {len(fused)}"]
-    for index, region in enumerate(REGIONS):
+    for index, region in enumerate(TRUTH_REGIONS):
         mine = labels[nearest] == index
         median = np.median(distance[mine]) * 1e3 if mine.any() else np.nan
         parts.append(f"{region} {int(mine.sum())} ({median:.2f} mm)")
@@ -277,7 +274,7 @@ def main() -> None:
                 )
                 total, walls = totals[name, backend]
                 for field in ("visible", "within", "errors"):
-                    for region in REGIONS:
+                    for region in TRUTH_REGIONS:
                         getattr(total, field)[region] += getattr(tally, field)[region]
                 walls.append(wall)
     print("all timesteps:")

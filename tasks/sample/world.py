@@ -108,6 +108,19 @@ def ground_truth_map_path(gt_dir: Path, *, sequence: str, frame: int, serial: st
     return Path(gt_dir) / "maps" / sequence / f"frame_{frame:05d}" / f"cam_{serial}.exr"
 
 
+TRUTH_REGIONS = ("face", "hair", "other")
+"""Regions of a view's truth (`truth_regions`): the face mask, the hair shell, the rest."""
+
+
+def truth_regions(truth: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(H, W) masks of the visible face, hair and other surface in one view's truth maps
+    (truth made before the hair has none)."""
+    visible = np.isfinite(truth["depth"])
+    face = visible & (truth["mask"] > 0.5)
+    hair = visible & (truth.get("hair", np.zeros_like(truth["mask"])) > 0.5)
+    return {"face": face, "hair": hair, "other": visible & ~face & ~hair}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SampleWorld:
     """Everything needed to render any view of any frame of one sample subject."""
