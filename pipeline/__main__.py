@@ -17,10 +17,21 @@ import luigi
 import luigi.interface
 import luigi.scheduler
 import luigi.worker
+from luigi.execution_summary import LuigiStatusCode
 
 from pipeline import config
 from pipeline.common import subject_output
 from pipeline.dataset import BuildDataset, read_manifest, write_report_page
+
+FAILED = (
+    LuigiStatusCode.FAILED,
+    LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED,
+    LuigiStatusCode.SCHEDULING_FAILED,
+    LuigiStatusCode.MISSING_EXT,
+)
+"""Outcomes after which this process writes the report page itself. On success
+`BuildDataset` wrote it; a process that ends "NOT_RUN" (another process holds the dataset
+task) leaves it to that one, so a build writes the page once."""
 
 
 class _Worker(luigi.worker.Worker):
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"  {line}" for line in json.loads(path.read_text())["summary"]))
         else:
             print(f"subject {subject}: not built (see the log above)")
-    if not dataset_task.complete():  # the page then shows the subjects that failed, first
+    if result.status in FAILED:  # the page then shows the subjects that failed, first
         write_report_page(subjects)
     print(f"report:    {(config.output_root() / 'report' / 'index.html').resolve()}")
     dataset = config.output_root() / "shards"

@@ -5,7 +5,12 @@ file), not by patching the writer."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +18,13 @@ import numpy as np
 import pytest
 import trimesh
 
-from tasks.formats.atomic import atomic_dir, atomic_file, write_json
+from tasks.formats.atomic import (
+    STALE_AFTER_S,
+    atomic_dir,
+    atomic_file,
+    partial_path,
+    write_json,
+)
 from tasks.formats.exr import read_exr, write_exr
 from tasks.formats.ply import read_ply_vertices, write_ply
 from tasks.formats.video import write_video
@@ -113,3 +124,69 @@ def test_no_module_renames_outputs_by_itself() -> None:
         if p.name != "atomic.py" and pattern.search(p.read_text())
     ]
     assert offenders == []
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from tasks.formats.atomic import atomic_dir, write_json
+
+root, name, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+(root / f"ready-{name}").touch()
+while not all((root / f"ready-{w}").exists() for w in ("a", "b")):
+    pass
+for k in range(rounds):
+    with atomic_dir(root / "out") as tmp:
+        for i in range(20):
+            (tmp / f"{i}.txt").write_text(f"{name}{k}" * 100)
+    write_json(root / "table.json", {"writer": name, "round": k, "pad": "x" * 10000})
+"""
+
+
+def test_two_processes_writing_one_output_never_clobber(tmp_path: Path) -> None:
+    """Two processes replace the same folder and file 150 times each at once: both finish,
+    a reader never finds the output missing or half written once it exists, the last
+    complete write is what stays, and no temporary sibling is left."""
+    rounds = 150
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), name, str(rounds)], cwd=ROOT)
+        for name in ("a", "b")
+    ]
+    seen, missing, torn = set(), 0, 0
+    while any(w.poll() is None for w in writers):
+        if not (tmp_path / "table.json").exists():
+            continue
+        try:
+            table = json.loads((tmp_path / "table.json").read_text())
+            seen.add(table["writer"])
+            # by path, as a reader of one output does (a listing that began in the old
+            # folder goes on in it while that is removed)
+            texts = [(tmp_path / "out" / f"{i}.txt").read_text() for i in range(20)]
+        except FileNotFoundError:
+            missing += 1
+            continue
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        torn += any(len(text) < 200 for text in texts)
+    assert [w.returncode for w in writers] == [0, 0]
+    assert missing == 0 and torn == 0
+    assert seen == {"a", "b"}  # the writers really overlapped
+    last = (tmp_path / "out" / "0.txt").read_text()
+    assert last in {f"a{rounds - 1}" * 100, f"b{rounds - 1}" * 100}
+    assert len({(tmp_path / "out" / f"{i}.txt").read_text() for i in range(20)}) == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_a_live_writers_sibling_is_kept_a_dead_ones_removed(tmp_path: Path) -> None:
+    final = tmp_path / "out.json"
+    live = partial_path(final)  # this process: alive
+    dead = partial_path(final, owner=f"{live.name.split('.')[2].split('_')[0]}_999999999_ab")
+    other_host_new = partial_path(final, owner="elsewhere_1_cd")
+    other_host_old = partial_path(final, owner="elsewhere_2_ef")
+    for path in (live, dead, other_host_new, other_host_old):
+        path.write_text("unfinished")
+    day_ago = time.time() - STALE_AFTER_S - 60
+    os.utime(other_host_old, (day_ago, day_ago))
+    write_json(final, {"v": 1})
+    assert set(leftovers(tmp_path)) == {live.name, other_host_new.name}
