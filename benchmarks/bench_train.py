@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from faceanything.data import DataConfig
-from faceanything.model import parameter_count
-from faceanything.train import TERMS, TrainConfig, Trainer
+from faceanything.data.batches import DataConfig
+from faceanything.model.network import parameter_count
+from faceanything.train.loop import TERMS, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,5 @@
-"""Training geometry: views fitted to a resolution bucket, DA3's scale normalisation, ray maps.
+"""Cameras and rays, the floor under data and model: views fitted to a resolution bucket, DA3's
+patch grid and scale normalisation, ray maps and cameras fitted from them.
 
 Conventions are `tasks.formats.cameras`' (OpenCV axes, `world_2_cam`, pixel centres on
 integers, metres). DA3's frame (paper B.1, DA3 sec. 3): the first view's camera is the
@@ -15,6 +16,16 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+PATCH = 14
+"""Patch size of DA3's backbone: input sides must be multiples of it."""
+RAY_FACTOR = 8
+"""The ray map has RAY_FACTOR pixels per patch (DualDPT's auxiliary branch): 8/14 of the input."""
+
+
+def ray_size(height: int, width: int) -> tuple[int, int]:
+    """(h, w) of the ray map for an input of height x width."""
+    return height // PATCH * RAY_FACTOR, width // PATCH * RAY_FACTOR
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from fa_scene import RADIUS, one_thread, pose, write_scene_shard  # noqa: F401 (fixture)
 
-from faceanything.data import (
+from faceanything.data.batches import (
     BatchPlanner,
     DataConfig,
     ShardBatches,
@@ -23,8 +23,8 @@ from faceanything.data import (
     read_shards,
     split_rows,
 )
+from faceanything.data.jitter import JitterConfig, adjust, co_jitter, hsv_to_rgb, rgb_to_hsv
 from faceanything.geometry import backproject, fit_view, normalise_scene, ray_targets
-from faceanything.jitter import JitterConfig, adjust, co_jitter, hsv_to_rgb, rgb_to_hsv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

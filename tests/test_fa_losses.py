@@ -8,7 +8,7 @@ import pytest
 import torch
 from fa_scene import one_thread  # noqa: F401 (fixture)
 
-from faceanything.losses import LossConfig, face_anything_loss, map_terms
+from faceanything.train.losses import LossConfig, face_anything_loss, map_terms
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

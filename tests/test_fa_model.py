@@ -16,7 +16,7 @@ from safetensors.torch import save_model
 
 from faceanything.checkpoint import CheckpointError, save_checkpoint
 from faceanything.geometry import cameras_from_rays, ray_targets
-from faceanything.model import (
+from faceanything.model.network import (
     FaceAnything,
     FaceAnythingConfig,
     build_da3,

@@ -18,12 +18,13 @@ from skimage.data import astronaut
 
 from faceanything.checkpoint import save_checkpoint
 from faceanything.correspondence import IndexConfig
-from faceanything.evaluate import FRONTAL, EvalConfig, run
-from faceanything.evaluate import main as evaluate_main
-from faceanything.model import FaceAnything, FaceAnythingConfig
+from faceanything.evaluate.protocol import FRONTAL, EvalConfig, run
+from faceanything.evaluate.protocol import main as evaluate_main
+from faceanything.model.frames import network_size, predict_frames
+from faceanything.model.network import FaceAnything, FaceAnythingConfig
 from faceanything.outputs import read_exr, read_ply, write_exr, write_video
-from faceanything.predict import PredictConfig, main, network_size, predict_frames
-from faceanything.tracks import TrackConfig, follow, read_queries, tracks_table
+from faceanything.predict.run import main
+from faceanything.predict.tracks import TrackConfig, follow, read_queries, tracks_table
 from tasks.formats.cameras import Camera
 from tasks.formats.shards import FLAME_COLUMNS, ShardSample, write_shard
 
@@ -87,11 +88,11 @@ class WindowStub:
 
 def test_windows_share_the_anchor_frame_and_scale():
     images = np.stack([np.full((28, 28, 3), 10 * t, np.uint8) for t in range(7)])
-    pred = predict_frames(WindowStub(), images, PredictConfig(window=3))  # [0 1 2] [0 3 4] [0 5 6]
+    pred = predict_frames(WindowStub(), images, window=3)  # [0 1 2] [0 3 4] [0 5 6]
     assert np.allclose(pred.depth[:, 0, 0], 1 + np.arange(7))
     assert np.allclose(pred.world_2_cam[:, 0, 3], -0.1 * np.arange(7))
     assert np.allclose(pred.world_2_cam[:, :3, :3], np.eye(3))
-    loose = predict_frames(WindowStub(), images, PredictConfig(window=3, anchor=False))
+    loose = predict_frames(WindowStub(), images, window=3, anchor=False)
     assert np.allclose(loose.depth[:, 0, 0], [1, 2, 3, 8, 10, 12, 21])  # scales 1, 2, 3
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from fa_scene import one_thread, write_scene_shard  # noqa: F401 (fixture)
 
-from faceanything.data import DataConfig
-from faceanything.model import load_checkpoint
-from faceanything.train import TrainConfig, Trainer, main, train
-from faceanything.validation import correspondence_epe, depth_abs_rel
+from faceanything.data.batches import DataConfig
+from faceanything.model.network import load_checkpoint
+from faceanything.train.loop import TrainConfig, Trainer, main, train
+from faceanything.train.validation import correspondence_epe, depth_abs_rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

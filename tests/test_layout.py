@@ -1,6 +1,7 @@
 """The import direction of DESIGN.md, read from the source: pipeline -> tasks -> flame_tracking;
 faceanything -> the shard format and flame_tracking; the shard format imports no stage and
-nothing heavy (a training machine reads shards without PyAV, pycolmap or MediaPipe)."""
+nothing heavy (a training machine reads shards without PyAV, pycolmap or MediaPipe). Inside
+faceanything, rooms by paper part stand on a floor of shared modules (its `__init__`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ FACEANYTHING_FORMATS = (
     "tasks.formats.names",
     "tasks.formats.video",
 )
+FA_FLOOR = ("geometry", "checkpoint", "correspondence", "metrics", "outputs")
+"""faceanything's top-level modules: shared by the rooms above them."""
+FA_MIDDLE = ("data", "model")
+"""Rooms the top rooms stand on; neither imports the other."""
+FA_TOP = ("train", "evaluate", "predict")
+"""Rooms that import none of one another."""
 
 
 def module_name(path: Path) -> str:
@@ -99,12 +106,53 @@ def test_faceanything_reads_only_formats(graph: dict[str, set[str]]) -> None:
     assert all(m.startswith("tasks.formats") or m == "tasks.progress" for m in reached), reached
 
 
+def _fa_part(module: str) -> str | None:
+    """The floor module or room of a faceanything module; None outside the package."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "faceanything" and len(parts) > 1 else None
+
+
+def _fa_edges(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(importing part, imported part) between different parts of faceanything."""
+    edges = set()
+    for module, deps in graph.items():
+        for dep in deps:
+            here, there = _fa_part(module), _fa_part(dep)
+            if here and there and here != there:
+                edges.add((here, there))
+    return edges
+
+
+def test_faceanything_parts_are_known(graph: dict[str, set[str]]) -> None:
+    """Every module of the package is in a floor module or a named room, and the reader
+    sees real edges between rooms (a reader that saw none would pass every rule)."""
+    parts = {_fa_part(m) for m in graph if m.startswith("faceanything.")}
+    assert parts == set(FA_FLOOR) | set(FA_MIDDLE) | set(FA_TOP)
+    assert {("train", "data"), ("evaluate", "model"), ("model", "geometry")} <= _fa_edges(graph)
+
+
+def test_faceanything_floor_imports_no_room(graph: dict[str, set[str]]) -> None:
+    """cameras, rays, checkpoints, eq. 2, metrics and writers stand below every room."""
+    rooms = set(FA_MIDDLE) | set(FA_TOP)
+    assert {(a, b) for a, b in _fa_edges(graph) if a in FA_FLOOR and b in rooms} == set()
+
+
+def test_faceanything_rooms_import_downwards(graph: dict[str, set[str]]) -> None:
+    """data and model import neither each other nor a top room; train, evaluate and predict
+    import none of one another (what evaluation and inference share, running the network
+    over frames, lives in model)."""
+    edges = _fa_edges(graph)
+    middle = {(a, b) for a, b in edges if a in FA_MIDDLE and b in set(FA_MIDDLE) | set(FA_TOP)}
+    top = {(a, b) for a, b in edges if a in FA_TOP and b in FA_TOP}
+    assert middle == set() and top == set()
+
+
 def test_production_config_does_not_import_the_sample(graph: dict[str, set[str]]) -> None:
     assert not any(m.startswith("tasks.sample") for m in reachable(graph, "pipeline.config"))
 
 
 @pytest.mark.parametrize(
-    "module", [SHARD_FORMAT, "faceanything.correspondence", "faceanything.train"]
+    "module", [SHARD_FORMAT, "faceanything.correspondence", "faceanything.train.loop"]
 )
 def test_reading_shards_and_training_import_nothing_heavy(module: str) -> None:
     """A training machine needs no PyAV, pycolmap or MediaPipe."""

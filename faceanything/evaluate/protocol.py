@@ -2,7 +2,7 @@
 
     python -m faceanything.evaluate --checkpoint CKPT --shards DIR --split FILE [--out DIR]
 
-Held-out rows are those the split file names (`faceanything.data.read_split`). Each
+Held-out rows are those the split file names (`faceanything.data.batches.read_split`). Each
 (subject, camera) is a sequence, its timesteps in (sequence, frame) order; by default only the
 frontal camera is used, as in the paper (4.2). Images are resized to the network's size and
 predictions resized back (bilinear) to the stored image size, where everything is measured,
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from faceanything.correspondence import CanonicalIndex, IndexConfig, dense_matches, match_views
-from faceanything.data import read_shards, read_split, split_rows
+from faceanything.data.batches import read_shards, read_split, split_rows
 from faceanything.metrics import (
     ScaleAlignment,
     cce_summary,
@@ -50,9 +50,9 @@ from faceanything.metrics import (
     unproject,
     wpe,
 )
-from faceanything.model import FaceAnything, load_checkpoint
+from faceanything.model.frames import network_size, predict_frames
+from faceanything.model.network import FaceAnything, load_checkpoint
 from faceanything.outputs import write_text
-from faceanything.predict import PredictConfig, network_size, predict_frames
 from tasks.formats.shards import load_sample
 
 Setting = Literal["image", "video"]
@@ -92,7 +92,7 @@ def evaluate(
     *, net: FaceAnything, rows: pd.DataFrame, config: EvalConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image depth rows and per-pair correspondence rows for the held-out `rows` (a shard
-    index with a `shard` column, as `faceanything.data.read_shards` gives)."""
+    index with a `shard` column, as `faceanything.data.batches.read_shards` gives)."""
     if config.serials is not None:
         rows = rows[rows.serial.isin(config.serials)]
     if rows.empty:
@@ -117,8 +117,9 @@ def _predict(
     size = network_size(w, h, config.resolution)
     images = np.stack([np.asarray(Image.fromarray(s["image"]).resize(size)) for s in samples])
     window = config.window if setting == "video" else 1
-    run = PredictConfig(window=window, anchor=setting == "video", device=config.device)
-    pred = predict_frames(net, images, run, cameras=False)
+    pred = predict_frames(
+        net, images, window=window, anchor=setting == "video", device=config.device, cameras=False
+    )
 
     def up(x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(x)
@@ -304,7 +305,9 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m faceanything.evaluate", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--shards", type=Path, nargs="+", required=True)
     parser.add_argument("--split", type=Path, required=True, help="split file (held-out part)")
@@ -342,7 +345,3 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(table))
     print(f"written to {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,7 +12,7 @@ frame i (maps at the network's resolution, K for it):
     points/frame_{i:05d}.ply    world points of confident pixels, coloured by the image
     cameras.json                K, world_2_cam (OpenCV; world = frame 0's camera, the model's
                                 normalised scale) and the source of each frame
-    tracks.parquet              query points of frame 0 followed by eq. 2 (`faceanything.tracks`)
+    tracks.parquet              query points of frame 0 followed by eq. 2 (`predict.tracks`)
     tracks.png, tracks.mp4      the tracks as in the paper's fig. 6, and as a video
     preview.png                 input, depth and canonical map of a few frames
 """
@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from faceanything.model import PATCH, FaceAnything, load_checkpoint
+from faceanything.model.frames import Prediction, network_size, predict_frames
+from faceanything.model.network import FaceAnything, load_checkpoint
 from faceanything.outputs import write_exr, write_json, write_parquet, write_ply, write_video
-from faceanything.tracks import (
+from faceanything.predict.tracks import (
     TrackConfig,
     draw_tracks,
     follow,
@@ -46,7 +47,6 @@ from faceanything.tracks import (
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-_KEPT = ("depth", "depth_conf", "canonical", "canonical_conf", "intrinsics", "extrinsics")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,30 +87,6 @@ class Frames:
     """(width, height) of the first input frame, before resizing."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Prediction:
-    """The network's outputs for T frames at the input's h x w."""
-
-    depth: np.ndarray
-    """(T, h, w) float32 z-depth in the normalised scale of frame 0's window."""
-    depth_conf: np.ndarray
-    """(T, h, w) float32 depth confidence (1 + exp, higher is surer)."""
-    canonical: np.ndarray
-    """(T, h, w, 3) float32 canonical coordinates (FLAME metres minus the canonical centre)."""
-    canonical_conf: np.ndarray
-    """(T, h, w) float32 canonical confidence."""
-    intrinsics: np.ndarray
-    """(T, 3, 3) float64 K for h x w pixels (OpenCV)."""
-    world_2_cam: np.ndarray
-    """(T, 4, 4) float64 world-to-camera (OpenCV); world = frame 0's camera."""
-
-
-def network_size(width: int, height: int, resolution: int) -> tuple[int, int]:
-    """(w, h): the long side near `resolution`, aspect kept, sides multiples of 14 (>= 28)."""
-    scale = resolution / max(width, height)
-    return tuple(max(2 * PATCH, round(side * scale / PATCH) * PATCH) for side in (width, height))
-
-
 def read_frames(inputs: Sequence[str | os.PathLike], config: PredictConfig) -> Frames:
     """Decode and resize the input frames (see the module docstring for what INPUT may be);
     every frame takes the first frame's network size."""
@@ -143,61 +119,6 @@ def _iter_inputs(paths: list[Path], config: PredictConfig) -> Iterator[tuple[Ima
                         yield frame.to_image(), f"{path.name}#{n}"
         else:
             raise FileNotFoundError(f"input not found: {path}")
-
-
-@torch.no_grad()
-def predict_frames(
-    net: FaceAnything, images: np.ndarray, config: PredictConfig, *, cameras: bool = True
-) -> Prediction:
-    """Run the network over (T, h, w, 3) uint8 frames in windows (see `PredictConfig`);
-    without `cameras` (evaluation) the camera fit is skipped: K NaN, world_2_cam identity."""
-    net.eval()
-    T = len(images)
-    step = config.window - 1 if config.anchor else config.window
-    if step < 1:
-        raise ValueError("a window must hold at least 2 frames when anchored")
-    starts = [0, *range(config.window, T, step)] if config.anchor else list(range(0, T, step))
-    parts, first = [], None
-    for start in starts:
-        frames = list(range(start, min(T, start + (config.window if start == 0 else step))))
-        anchored = config.anchor and start > 0
-        window = [0, *frames] if anchored else frames
-        x = torch.from_numpy(images[window]).to(config.device).permute(0, 3, 1, 2)
-        out = net(x[None].float() / 255.0, cameras=cameras)
-        if not cameras:
-            out["intrinsics"] = torch.full((1, len(window), 3, 3), torch.nan)
-            out["extrinsics"] = torch.eye(4).repeat(1, len(window), 1, 1)
-        out = {k: out[k][0].float().cpu().numpy() for k in _KEPT}
-        out["extrinsics"] = out["extrinsics"].astype(np.float64)
-        if first is None:
-            first = {k: v[0] for k, v in out.items()}
-        elif anchored:
-            _align_to_anchor(out, first)
-        if anchored:
-            out = {k: v[1:] for k, v in out.items()}
-        parts.append(out)
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return Prediction(
-        depth=cat["depth"],
-        depth_conf=cat["depth_conf"],
-        canonical=cat["canonical"],
-        canonical_conf=cat["canonical_conf"],
-        intrinsics=cat["intrinsics"].astype(np.float64),
-        world_2_cam=cat["extrinsics"],
-    )
-
-
-def _align_to_anchor(out: dict[str, np.ndarray], first: dict[str, np.ndarray]) -> None:
-    """Bring a window whose view 0 is the anchor into the first window's frame and scale:
-    depth scale from the anchor's confident pixels (median ratio), cameras re-anchored."""
-    conf = first["depth_conf"]
-    sure = conf >= np.median(conf)
-    ratio = first["depth"][sure] / np.maximum(out["depth"][0][sure], 1e-8)
-    scale = float(np.median(ratio)) if sure.any() else 1.0
-    out["depth"] = out["depth"] * scale
-    relative = out["extrinsics"] @ np.linalg.inv(out["extrinsics"][0])  # anchor cam -> cam
-    relative[:, :3, 3] *= scale
-    out["extrinsics"] = relative @ first["extrinsics"]
 
 
 def world_points(depth: np.ndarray, K: np.ndarray, world_2_cam: np.ndarray) -> np.ndarray:
@@ -294,7 +215,9 @@ def predict(
     net = net.to(config.device)
     started = time.perf_counter()
     frames = read_frames(inputs, config)
-    pred = predict_frames(net, frames.images, config)
+    pred = predict_frames(
+        net, frames.images, window=config.window, anchor=config.anchor, device=config.device
+    )
     seconds = time.perf_counter() - started
     write_frame_outputs(out, frames, pred, config)
     points = None if queries is None else read_queries(queries)
@@ -305,7 +228,9 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m faceanything.predict", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("inputs", nargs="+", type=Path, help="video, image folder or images")
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -348,7 +273,3 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['tracks']} tracks; outputs in {args.out}"
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from faceanything.checkpoint import read_checkpoint, save_checkpoint
-from faceanything.data import (
+from faceanything.data.batches import (
     BatchPlanner,
     DataConfig,
     ShardBatches,
@@ -45,9 +45,9 @@ from faceanything.data import (
     split_rows,
     timestep_list,
 )
-from faceanything.losses import LossConfig, face_anything_loss
-from faceanything.model import FaceAnything, FaceAnythingConfig, Size, load_weights
-from faceanything.validation import Figures, figures, save_picture
+from faceanything.model.network import FaceAnything, FaceAnythingConfig, Size, load_weights
+from faceanything.train.losses import LossConfig, face_anything_loss
+from faceanything.train.validation import Figures, figures, save_picture
 
 TERMS = [f"{k}_{t}" for k in ("depth", "ray", "canonical") for t in ("reg", "conf", "grad")]
 COLUMNS = ["step", "split", "batch", "images", "lr", "loss", *TERMS, "grad_norm", "seconds"]
@@ -486,7 +486,3 @@ def main(argv: list[str] | None = None) -> int:
             f"{last['epe']:.2f} px (zero motion {last['epe_zero']:.2f} px)"
         )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

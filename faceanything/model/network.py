@@ -39,16 +39,12 @@ from faceanything.checkpoint import (
     match_keys,
     read_checkpoint,
 )
-from faceanything.geometry import cameras_from_rays
+from faceanything.geometry import PATCH, cameras_from_rays
 
 if "DA3_LOG_LEVEL" not in os.environ:  # DA3 prints an INFO line per forward otherwise
     da3_logger.logger.level = da3_logger.LOG_LEVELS["WARN"]
 
 Size = Literal["small", "base", "large", "giant", "tiny"]
-PATCH = 14
-"""Patch size of DA3's backbone: input sides must be multiples of it."""
-RAY_FACTOR = 8
-"""The ray map has RAY_FACTOR pixels per patch (DualDPT's auxiliary branch): 8/14 of the input."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CANONICAL_HEAD = "deformation_head"
@@ -211,11 +207,6 @@ class FaceAnything(nn.Module):
                 )
             out.update(extrinsics=extrinsics, intrinsics=intrinsics)
         return out
-
-
-def ray_size(height: int, width: int) -> tuple[int, int]:
-    """(h, w) of the ray map for an input of height x width."""
-    return height // PATCH * RAY_FACTOR, width // PATCH * RAY_FACTOR
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -35,9 +35,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from faceanything.geometry import fit_view, normalise_scene, ray_targets
-from faceanything.jitter import JitterConfig, co_jitter
-from faceanything.model import PATCH, ray_size
+from faceanything.data.jitter import JitterConfig, co_jitter
+from faceanything.geometry import PATCH, fit_view, normalise_scene, ray_size, ray_targets
 from tasks.formats.shards import INDEX_FILE, MANIFEST_FILE, load_sample, read_index, read_manifest
 
 log = logging.getLogger(__name__)
