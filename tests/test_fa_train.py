@@ -15,7 +15,8 @@ from fa_scene import one_thread, write_scene_shard  # noqa: F401 (fixture)
 
 from faceanything.data.batches import DataConfig
 from faceanything.model.network import load_checkpoint
-from faceanything.train.loop import TrainConfig, Trainer, main, train
+from faceanything.train.cli import main
+from faceanything.train.loop import TrainConfig, Trainer, train
 from faceanything.train.validation import correspondence_epe, depth_abs_rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -152,7 +152,7 @@ def test_production_config_does_not_import_the_sample(graph: dict[str, set[str]]
 
 
 @pytest.mark.parametrize(
-    "module", [SHARD_FORMAT, "faceanything.correspondence", "faceanything.train.loop"]
+    "module", [SHARD_FORMAT, "faceanything.correspondence", "faceanything.train.cli"]
 )
 def test_reading_shards_and_training_import_nothing_heavy(module: str) -> None:
     """A training machine needs no PyAV, pycolmap or MediaPipe."""

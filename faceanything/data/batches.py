@@ -273,8 +273,9 @@ def _sequence(views, config: DataConfig, generator, centre) -> dict[str, torch.T
 
 
 class ShardBatches(IterableDataset):
-    """Batches start, start + 1, ... (up to `stop`) of `rows`; worker w of n makes the batches
-    with (k - start) % n == w, so a DataLoader returns them in order."""
+    """Batches start, start + every, ... (below `stop`) of `rows`: `every` > 1 gives one
+    training process its share (rank r of W: start r, every W). Worker w of n makes the n-th
+    batches from the w-th on, so a DataLoader returns them in order."""
 
     def __init__(
         self,
@@ -283,18 +284,23 @@ class ShardBatches(IterableDataset):
         *,
         start: int = 0,
         stop: int | None = None,
+        every: int = 1,
         canonical_center: Sequence[float] = (0.0, 0.0, 0.0),
     ) -> None:
         super().__init__()
         self.rows, self.planner = rows, BatchPlanner(rows, config)
-        self.start, self.stop, self.centre = start, stop, tuple(canonical_center)
+        self.start, self.stop, self.every = start, stop, every
+        self.centre = tuple(canonical_center)
 
     def __iter__(self) -> Iterator[dict[str, object]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        steps = itertools.count(self.start) if self.stop is None else range(self.start, self.stop)
-        for k in steps:
-            if (k - self.start) % workers == worker:
+        if self.stop is None:
+            steps = itertools.count(self.start, self.every)
+        else:
+            steps = range(self.start, self.stop, self.every)
+        for n, k in enumerate(steps):
+            if n % workers == worker:
                 yield make_batch(self.rows, self.planner, k, canonical_center=self.centre)
 
 

@@ -1,5 +1,5 @@
-"""`python -m faceanything.train`: see `faceanything.train.loop`."""
+"""`python -m faceanything.train` (also under torchrun): see `faceanything.train.cli`."""
 
-from faceanything.train.loop import main
+from faceanything.train.cli import main
 
 raise SystemExit(main())

@@ -1,35 +1,35 @@
 """Training Face Anything from shards (paper 3.1, 3.2, 4.1, B.1).
 
     python -m faceanything.train --shards out/shards --out runs/small --size small \\
-        --init DA3-SMALL/model.safetensors
+        --init DA3-SMALL/model.safetensors          (command line: `faceanything.train.cli`)
 
 AdamW, learning rate cosine from 2e-5 to 1e-8 over the run, gradient clipping 1, gradient
 accumulation 3, bf16 autocast (GPU) and gradient checkpointing on request, a frozen backbone on
-request (the paper's ablation). Held-out subjects and timesteps come from split files; their
-batches are evaluated every `eval_every` steps (losses, depth AbsRel, canonical-NN EPE, a
-picture). The run folder holds:
+request (the paper's ablation). Under torchrun every process trains its share of the batches
+with DistributedDataParallel (`faceanything.train.distributed`). Held-out subjects and
+timesteps come from split files; their batches are evaluated every `eval_every` steps (losses,
+depth AbsRel, canonical-NN EPE, a picture), on rank 0. The run folder holds:
 
     log.csv                one row per optimizer step ("train") and per evaluation ("eval")
     split.json             the held-out timesteps actually used
     pictures/step_*.png    input, predicted vs true depth and canonical map
-    checkpoints/last.pt    model, optimizer, scheduler, next batch, RNG: `--out` again resumes
-                           exactly; `load_checkpoint` reads it for inference
+    checkpoints/last.pt    model, optimizer, scheduler, world size, each rank's next batch and
+                           RNG: `--out` again resumes exactly; `load_checkpoint` reads it for
+                           inference
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
-import random
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from faceanything.checkpoint import read_checkpoint, save_checkpoint
@@ -46,6 +46,14 @@ from faceanything.data.batches import (
     timestep_list,
 )
 from faceanything.model.network import FaceAnything, FaceAnythingConfig, Size, load_weights
+from faceanything.train.distributed import (
+    current_ranks,
+    gather,
+    rng_state,
+    seed_rng,
+    set_rng_state,
+    sum_across,
+)
 from faceanything.train.losses import LossConfig, face_anything_loss
 from faceanything.train.validation import Figures, figures, save_picture
 
@@ -116,7 +124,7 @@ class _State:
     next_batch: int = 0
 
 
-def build_network(config: TrainConfig) -> FaceAnything:
+def build_network(config: TrainConfig, *, verbose: bool = True) -> FaceAnything:
     """Random, or from `init` (our checkpoint's size and canonical centre win)."""
     size, centre = config.size, (0.0, 0.0, 0.0)
     if config.init:
@@ -131,50 +139,44 @@ def build_network(config: TrainConfig) -> FaceAnything:
     net = FaceAnything(net_config)
     if config.init:
         load_weights(net, config.init)
-        tqdm.write(str(net.load_report))
+        if verbose:
+            tqdm.write(str(net.load_report))
     if config.freeze_backbone:
         net.model.backbone.requires_grad_(False)
     return net
 
 
-def _rng_state() -> dict[str, object]:
-    """Global RNG states as plain data (our checkpoints load with weights_only=True)."""
-    numpy = np.random.get_state(legacy=False)
-    numpy["state"] = {"key": numpy["state"]["key"].tolist(), "pos": int(numpy["state"]["pos"])}
-    return {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate()}
-
-
-def _set_rng_state(state: dict[str, object]) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy = dict(state["numpy"])
-    key = np.asarray(numpy["state"]["key"], dtype=np.uint32)
-    numpy["state"] = {"key": key, "pos": int(numpy["state"]["pos"])}
-    np.random.set_state(numpy)
-    random.setstate(state["python"])
-
-
 class Trainer:
-    """The state of one run; `run()` trains to `config.steps`."""
+    """The state of one run (this process's part of it under torchrun); `run()` trains to
+    `config.steps`."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.config, self.run_dir = config, Path(config.out)
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu")
-            if config.device == "auto"
-            else config.device
-        )
+        self.ranks = current_ranks()
+        device = config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and self.ranks.world > 1:
+            device = f"cuda:{self.ranks.local_rank}"
+        self.device = torch.device(device)
         self.bf16 = self.device.type == "cuda" if config.bf16 is None else config.bf16
-        self.net = build_network(config).to(self.device)
+        self.net = build_network(config, verbose=self.ranks.main).to(self.device)
         params = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(1, config.steps), eta_min=config.lr_min
         )
-        self.state = _State()
+        self.state = _State(next_batch=self.ranks.rank)
         self.train_rows, self.held_rows = self._split()
-        self.eval_batches = self._eval_batches()
+        self.eval_batches = self._eval_batches() if self.ranks.main else []
         self.corrupt = 0
         self._resume()
+        self.trained = self.net
+        if self.ranks.world > 1:  # DualDPT has parameters without gradient (FACTS.md)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.trained = DistributedDataParallel(
+                self.net, device_ids=ids, find_unused_parameters=True
+            )
 
     def _split(self):
         rows = read_shards(self.config.shards)
@@ -192,8 +194,9 @@ class Trainer:
                 f"every sample of {self.config.shards} is held out by {self.config.splits}"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"holdout_timesteps": timestep_list(held), "training_samples": len(train)}
-        (self.run_dir / "split.json").write_text(json.dumps(record, indent=1))
+        if self.ranks.main:
+            record = {"holdout_timesteps": timestep_list(held), "training_samples": len(train)}
+            (self.run_dir / "split.json").write_text(json.dumps(record, indent=1))
         return train, held
 
     def _eval_batches(self) -> list[dict[str, object]]:
@@ -226,19 +229,37 @@ class Trainer:
         train = loaded.train
         self.optimizer.load_state_dict(train["optimizer"])
         self.scheduler.load_state_dict(train["scheduler"])
-        self.state = _State(step=int(train["step"]), next_batch=int(train["next_batch"]))
-        _set_rng_state(train["rng"])
+        step, saved = int(train["step"]), train["ranks"]
+        if len(saved) == self.ranks.world:
+            mine = saved[self.ranks.rank]
+            self.state = _State(step=step, next_batch=int(mine["next_batch"]))
+            set_rng_state(mine["rng"])
+            note = ""
+        else:  # another world size: see faceanything.train.distributed
+            start = max(int(r["next_batch"]) for r in saved) + self.ranks.rank
+            self.state = _State(step=step, next_batch=start)
+            seed_rng(self.config.seed, step, self.ranks.rank)
+            note = (
+                f" (saved by {len(saved)} processes, now {self.ranks.world}: data resumes at "
+                f"batch {start - self.ranks.rank} + rank, RNG reseeded; not bit-exact)"
+            )
         self._start_log(keep_until=self.state.step)
-        tqdm.write(f"resumed {self.last_path} at step {self.state.step}")
+        if self.ranks.main:
+            tqdm.write(f"resumed {self.last_path} at step {self.state.step}{note}")
 
-    def save(self) -> Path:
-        """Write `checkpoints/last.pt` (and a `step_*.pt` copy when asked)."""
+    def save(self) -> Path | None:
+        """Write `checkpoints/last.pt` (and a `step_*.pt` copy when asked) from rank 0; every
+        rank calls it (each rank's data position and RNG are gathered). None on other ranks."""
+        mine = {"next_batch": self.state.next_batch, "rng": rng_state()}
+        ranks = gather(mine, self.ranks)
+        if not self.ranks.main:
+            return None
         train = {
             "step": self.state.step,
-            "next_batch": self.state.next_batch,
+            "world_size": self.ranks.world,
+            "ranks": ranks,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(),
             "config": json.loads(json.dumps(dataclasses.asdict(self.config))),
         }
         config = dataclasses.asdict(self.net.config)
@@ -255,7 +276,9 @@ class Trainer:
 
     def _start_log(self, *, keep_until: int | None) -> None:
         """A fresh log.csv, keeping the rows up to step `keep_until` of an earlier one (a
-        resumed run repeats the later ones)."""
+        resumed run repeats the later ones). Rank 0 only."""
+        if not self.ranks.main:
+            return
         path = self.run_dir / "log.csv"
         kept = []
         if keep_until is not None and path.is_file():
@@ -267,6 +290,8 @@ class Trainer:
             writer.writerows(kept)
 
     def _log(self, rows: list[dict[str, object]]) -> None:
+        if not self.ranks.main:
+            return
         with open(self.run_dir / "log.csv", "a", newline="") as f:
             csv.DictWriter(f, COLUMNS).writerows(rows)
 
@@ -275,10 +300,11 @@ class Trainer:
             self.train_rows,
             self.config.data,
             start=self.state.next_batch,
+            every=self.ranks.world,
             canonical_center=self.net.config.canonical_center,
         )
         for batch in batch_loader(dataset, workers=self.config.workers):
-            self.state.next_batch = batch["k"] + 1
+            self.state.next_batch = batch["k"] + self.ranks.world
             self.corrupt += len(batch["corrupt"])
             if batch["images"] is not None:
                 yield batch
@@ -289,27 +315,33 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def _forward(
-        self, batch: dict[str, object]
+        self, batch: dict[str, object], net: torch.nn.Module
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         tensors = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         with self._autocast():
-            out = self.net(tensors["images"], cameras=False)
+            out = net(tensors["images"], cameras=False)
         return out, face_anything_loss(out, tensors, config=self.config.loss)
 
     def train_step(self, batches: Iterator[dict[str, object]]) -> dict[str, object]:
-        """One optimizer step over `accumulation` batches; its log row."""
+        """One optimizer step over `accumulation` batches of each rank (gradients averaged
+        over the ranks at the last one); its log row, losses averaged over the ranks."""
         start = time.perf_counter()
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         images = 0
-        for _ in range(self.config.accumulation):
+        for n in range(self.config.accumulation):
             batch = next(batches)
-            _, losses = self._forward(batch)
-            (losses["loss"] / self.config.accumulation).backward()
+            last = n == self.config.accumulation - 1
+            sync = nullcontext() if last or self.trained is self.net else self.trained.no_sync()
+            with sync:
+                _, losses = self._forward(batch, self.trained)
+                (losses["loss"] / self.config.accumulation).backward()
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value.item() / self.config.accumulation
             images += batch["images"].shape[0] * batch["images"].shape[1]
+        *means, images, corrupt = sum_across([*sums.values(), images, self.corrupt], self.ranks)
+        sums = {key: value / self.ranks.world for key, value in zip(sums, means, strict=True)}
         params = [p for p in self.net.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.clip)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -319,13 +351,13 @@ class Trainer:
         return {
             "step": self.state.step,
             "split": "train",
-            "batch": self.state.next_batch - 1,
-            "images": images,
+            "batch": self.state.next_batch - self.ranks.world,
+            "images": int(images),
             "lr": lr,
             **sums,
             "grad_norm": grad_norm.item(),
             "seconds": time.perf_counter() - start,
-            "corrupt": self.corrupt,
+            "corrupt": int(corrupt),
         }
 
     @torch.no_grad()
@@ -337,7 +369,7 @@ class Trainer:
         self.net.eval()
         outputs, sums = [], {}
         for batch in self.eval_batches:
-            out, losses = self._forward(batch)
+            out, losses = self._forward(batch, self.net)
             outputs.append({k: v.float().cpu() for k, v in out.items()})
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value.item() / len(self.eval_batches)
@@ -365,7 +397,10 @@ class Trainer:
             self._log([first])
         batches = self._batches()
         bar = tqdm(
-            total=config.steps, initial=self.state.step, disable=not config.progress, unit="step"
+            total=config.steps,
+            initial=self.state.step,
+            disable=not (config.progress and self.ranks.main),
+            unit="step",
         )
         while self.state.step < config.steps:
             row = self.train_step(batches)
@@ -387,102 +422,3 @@ class Trainer:
 def train(config: TrainConfig) -> list[dict[str, object]]:
     """Train (or resume) a run; the log rows of this call."""
     return Trainer(config).run()
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m faceanything.train", description=__doc__.split("\n")[0]
-    )
-    add = parser.add_argument
-    add("--shards", nargs="+", required=True, help="shard, dataset or shard-parent folders")
-    add("--out", required=True, help="run folder (resumed when it holds a run)")
-    add("--size", default="small", choices=["tiny", "small", "base", "large", "giant"])
-    add("--init", help="DA3 or Face Anything checkpoint to start from (default: random)")
-    add("--steps", type=int, default=24_000, help="optimizer steps")
-    add("--accumulation", type=int, default=3, help="batches per optimizer step")
-    add("--lr", type=float, default=2e-5, help="peak learning rate")
-    add("--lr-min", type=float, default=1e-8, help="final learning rate (cosine)")
-    add(
-        "--bf16",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bf16 autocast (default: on CUDA)",
-    )
-    add(
-        "--gradient-checkpointing",
-        action="store_true",
-        help="recompute backbone blocks in backward",
-    )
-    add("--freeze-backbone", action="store_true", help="train the heads only")
-    add("--split", nargs="*", default=["manifests/eval_split.json"], help="split files (held out)")
-    add("--max-images", type=int, default=48, help="images per batch at most")
-    add(
-        "--views",
-        type=int,
-        nargs=2,
-        default=(2, 16),
-        metavar=("MIN", "MAX"),
-        help="images per sequence",
-    )
-    add("--scale", type=float, default=1.0, help="factor on B.1's resolutions (CPU: 0.25)")
-    add("--no-augment", action="store_true", help="no co-jitter, centred crops")
-    add("--workers", type=int, default=2, help="data worker processes")
-    add("--eval-every", type=int, default=500, help="steps between evaluations")
-    add("--eval-batches", type=int, default=4, help="held-out batches per evaluation")
-    add("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
-    add("--keep-checkpoints", action="store_true", help="keep a copy of every checkpoint")
-    add("--seed", type=int, default=0)
-    add("--device", default="auto")
-    add("--threads", type=int, help="torch CPU threads")
-    add("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """TrainConfig from the command line (see the module docstring)."""
-    args = _parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = DataConfig(
-        scale=args.scale,
-        max_images=args.max_images,
-        views=tuple(args.views),
-        augment=not args.no_augment,
-        seed=args.seed,
-    )
-    return TrainConfig(
-        shards=tuple(args.shards),
-        out=args.out,
-        size=args.size,
-        init=args.init,
-        steps=args.steps,
-        accumulation=args.accumulation,
-        lr=args.lr,
-        lr_min=args.lr_min,
-        bf16=args.bf16,
-        gradient_checkpointing=args.gradient_checkpointing,
-        freeze_backbone=args.freeze_backbone,
-        splits=tuple(args.split),
-        data=data,
-        workers=args.workers,
-        eval_every=args.eval_every,
-        eval_batches=args.eval_batches,
-        checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.no_progress,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    rows = train(parse_args(argv))
-    evaluations = [r for r in rows if r["split"] == "eval"]
-    if evaluations:
-        last = evaluations[-1]
-        print(
-            f"step {last['step']}: held-out loss {last['loss']:.4f}, depth AbsRel "
-            f"{last['abs_rel']:.4f} (constant {last['abs_rel_constant']:.4f}), EPE "
-            f"{last['epe']:.2f} px (zero motion {last['epe_zero']:.2f} px)"
-        )
-    return 0
