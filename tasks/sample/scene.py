@@ -251,6 +251,21 @@ def shade_view(
     mask."""
     fragments = rasterize(scene=frame.scene, camera=camera)
     mask = fragments.mask
+    rgb = light(
+        mask=mask,
+        albedo=surface_albedo(fragments=fragments, frame=frame, model=model, texture=texture),
+        normals=_normals(fragments, _all_normals(frame)),
+        camera=camera,
+    )
+    return exposure * rgb, mask
+
+
+def surface_albedo(
+    *, fragments: Fragments, frame: PosedFrame, model: FlameModel, texture: np.ndarray
+) -> np.ndarray:
+    """(H, W, 3) linear RGB albedo of what `fragments` (of `frame.scene`) see: `texture` on
+    the head, the hair style's colour on the shell, NaN off them."""
+    mask = fragments.mask
     hair = _hair_pixels(fragments, len(model.f))
     head = mask & ~hair
     albedo = np.full((*mask.shape, 3), np.nan)
@@ -260,13 +275,7 @@ def shade_view(
     albedo[head] = sample_texture(texture=texture, uv=uv)
     if hair.any():
         albedo[hair] = frame.hair.style.albedo(_shell_blend(fragments, hair, frame))
-    rgb = light(
-        mask=mask,
-        albedo=albedo,
-        normals=_normals(fragments, _all_normals(frame)),
-        camera=camera,
-    )
-    return exposure * rgb, mask
+    return albedo
 
 
 def _shell_blend(fragments: Fragments, where: np.ndarray, frame: PosedFrame) -> np.ndarray:
