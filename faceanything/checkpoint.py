@@ -1,9 +1,14 @@
 """Checkpoint files: ours, DA3's, and the authors' Face Anything release, in one key layout.
 
-Three kinds are read (never by executing pickled code: `torch.load(weights_only=True)` or
-safetensors):
+Three kinds are read, by `torch.load(weights_only=True)` or safetensors, never by running
+pickled code unless the caller trusts the file (`trust=True`, `--trust-checkpoint` on every
+command; never the default): the authors' release is a pickled file that may hold training
+objects weights_only refuses. Convert such a file once, then load the safetensors copy:
 
-- ours: `{"format": "faceanything", "config": {...}, "model": state_dict, "train": {...}}`;
+    python -m faceanything.checkpoint convert RELEASE.pt OUT.safetensors --trust-checkpoint
+
+- ours: `{"format": "faceanything", "config": {...}, "model": state_dict, "train": {...}}`,
+  or a safetensors file whose metadata holds "format" and "config" (a conversion's output);
 - the authors' release: `{"model": state_dict}` or a bare state dict whose keys are those of
   DA3's API class plus the canonical head, `model.deformation_head.*`;
 - DA3: a safetensors or torch file of `DepthAnything3Net` (keys `backbone.*`, `head.*`, ...,
@@ -16,16 +21,20 @@ Keys are brought to one layout (`model.` + the `DepthAnything3Net` key) before m
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import os
 import pickle
+import re
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 FORMAT = "faceanything"
@@ -79,12 +88,13 @@ class LoadReport:
         return f"{self.path}: {self.kind} checkpoint, {new}, {len(self.ignored)} ignored keys"
 
 
-def read_checkpoint(path: str | os.PathLike) -> Loaded:
-    """A checkpoint file's state dict (our key layout) and, for ours, config and training state."""
+def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Loaded:
+    """A checkpoint file's state dict (our key layout) and, for ours, config and training state.
+    `trust`: the file may run pickled code (only for a file from a source you trust)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    obj = _read_file(path)
+    obj = _read_file(path, trust=trust)
     config = train = None
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         state, config, train = obj.get("model"), dict(obj.get("config") or {}), obj.get("train")
@@ -110,25 +120,40 @@ def read_checkpoint(path: str | os.PathLike) -> Loaded:
     return Loaded(kind=kind, state=state, config=config, train=train, ignored=ignored)
 
 
-def _read_file(path: Path) -> object:
+def _read_file(path: Path, *, trust: bool) -> object:
     if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+        return _read_safetensors(path)
     try:
         try:  # memory-mapped: the authors' 15 GB file is not read into memory twice
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
         except RuntimeError as err:
             if "mmap" not in str(err):
                 raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f"first: {named.group(1)}" if named else str(err).strip().split("\n")[0]
         raise CheckpointError(
-            f"{path}: not a tensors-only torch file (loading it would run pickled code): {err}"
+            f"{path}: torch.load(weights_only=True) refuses it: it holds pickled objects ({what}) "
+            f"and loading it would run code from the file. If you trust its source, pass "
+            f"--trust-checkpoint (trust=True), or convert it once: python -m "
+            f"faceanything.checkpoint convert {path} OUT.safetensors --trust-checkpoint"
         ) from err
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
+
+
+def _read_safetensors(path: Path) -> object:
+    """A state dict, or ours (format and config from the metadata)."""
+    try:
+        state = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    if meta.get("format") != FORMAT:
+        return state
+    return {"format": FORMAT, "config": json.loads(meta.get("config", "{}")), "model": state}
 
 
 def _our_key(key: str) -> str:
@@ -211,3 +236,57 @@ def save_checkpoint(
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def convert(source: str | os.PathLike, target: str | os.PathLike, *, trust: bool = False) -> Loaded:
+    """Write a checkpoint's weights (our key layout) as safetensors, our config in its
+    metadata; training state (optimizer, RNG, any pickled objects) is left behind. A tensor
+    stored under several names (tied) is written once, as safetensors requires; loading
+    counts its other names as present."""
+    loaded = read_checkpoint(source, trust=trust)
+    kept, seen = {}, set()
+    for key, value in loaded.state.items():
+        storage = (value.untyped_storage().data_ptr(), value.storage_offset(), value.shape)
+        if value.numel() and storage in seen:
+            continue
+        seen.add(storage)
+        kept[key] = value.contiguous()
+    meta = {"source": Path(source).name, "kind": loaded.kind}
+    if loaded.config is not None:
+        meta |= {"format": FORMAT, "config": json.dumps(loaded.config)}
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    save_file(kept, str(tmp), metadata=meta)
+    os.replace(tmp, target)
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m faceanything.checkpoint",
+        description="Convert a checkpoint (ours, DA3's or the authors') to safetensors, once.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    conv = commands.add_parser("convert", help="IN (.pt, .pth, .safetensors) -> OUT.safetensors")
+    conv.add_argument("source", type=Path)
+    conv.add_argument("target", type=Path)
+    conv.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="IN may run pickled code when loaded (only for a file from a source you trust)",
+    )
+    args = parser.parse_args(argv)
+    if args.target.suffix != ".safetensors":
+        parser.error(f"{args.target}: the output must end in .safetensors")
+    try:
+        loaded = convert(args.source, args.target, trust=args.trust_checkpoint)
+    except (FileNotFoundError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.source} ({loaded.kind}, {len(loaded.state)} tensors) -> {args.target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -309,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m faceanything.evaluate", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="CKPT may run pickled code when loaded (only a file from a source you trust)",
+    )
     parser.add_argument("--shards", type=Path, nargs="+", required=True)
     parser.add_argument("--split", type=Path, required=True, help="split file (held-out part)")
     parser.add_argument("--out", type=Path, default=Path("eval"))
@@ -332,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
     )
     try:
+        net = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
         table = run(
-            checkpoint=args.checkpoint,
+            checkpoint=net,
             shards=args.shards,
             split=args.split,
             out=args.out,

@@ -214,13 +214,18 @@ def parameter_count(module: nn.Module) -> int:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu", size: Size | None = None
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    size: Size | None = None,
+    trust: bool = False,
 ) -> FaceAnything:
     """A network with a checkpoint's weights: ours (its stored config), the authors' release, or
     a DA3 file (canonical head new, see `.load_report`); `size` overrides the size read from the
-    backbone's width. CheckpointError names the file and any missing/unexpected keys."""
+    backbone's width; `trust`: the file may run pickled code (`read_checkpoint`).
+    CheckpointError names the file and any missing/unexpected keys."""
     path = Path(path)
-    loaded = read_checkpoint(path)
+    loaded = read_checkpoint(path, trust=trust)
     if loaded.config is not None:
         fields = {f.name for f in dataclasses.fields(FaceAnythingConfig)}
         unknown = sorted(set(loaded.config) - fields)
@@ -237,10 +242,12 @@ def load_checkpoint(
     return net.to(device)
 
 
-def load_weights(net: FaceAnything, path: str | os.PathLike, *, loaded=None) -> LoadReport:
+def load_weights(
+    net: FaceAnything, path: str | os.PathLike, *, loaded=None, trust: bool = False
+) -> LoadReport:
     """Load a checkpoint file's weights into an existing network (sizes must agree)."""
     path = Path(path)
-    loaded = loaded or read_checkpoint(path)
+    loaded = loaded or read_checkpoint(path, trust=trust)
     new = match_keys(path=path, loaded=loaded, expected=net.state_dict())
     net.load_state_dict(loaded.state, strict=False)
     net.load_report = LoadReport(path=path, kind=loaded.kind, new=new, ignored=loaded.ignored)

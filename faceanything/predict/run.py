@@ -233,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("inputs", nargs="+", type=Path, help="video, image folder or images")
     parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="CKPT may run pickled code when loaded (only a file from a source you trust)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--queries", type=Path, help="text file of 'x y' query pixels (frame 0)")
     parser.add_argument("--resolution", type=int, default=PredictConfig.resolution)
@@ -256,9 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         tracks=TrackConfig(grid_step=args.grid_step, max_distance=args.max_distance),
     )
     try:
+        net = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
         summary = predict(
             args.inputs,
-            checkpoint=args.checkpoint,
+            checkpoint=net,
             out=args.out,
             config=config,
             queries=args.queries,

@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--out", required=True, help="run folder (resumed when it holds a run)")
     add("--size", default="small", choices=["tiny", "small", "base", "large", "giant"])
     add("--init", help="DA3 or Face Anything checkpoint to start from (default: random)")
+    add(
+        "--trust-checkpoint",
+        action="store_true",
+        help="--init may run pickled code when loaded (only a file from a source you trust)",
+    )
     add("--steps", type=int, default=24_000, help="optimizer steps")
     add("--accumulation", type=int, default=3, help="batches per optimizer step")
     add("--lr", type=float, default=2e-5, help="peak learning rate")
@@ -86,6 +91,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         out=args.out,
         size=args.size,
         init=args.init,
+        trust_checkpoint=args.trust_checkpoint,
         steps=args.steps,
         accumulation=args.accumulation,
         lr=args.lr,

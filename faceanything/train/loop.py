@@ -74,6 +74,8 @@ class TrainConfig:
     """Network size (ignored when `init` is one of our checkpoints: its size is used)."""
     init: str | None = None
     """DA3 or Face Anything checkpoint to start from; None: random initialisation."""
+    trust_checkpoint: bool = False
+    """`init` may run pickled code when loaded (a trusted file weights_only refuses)."""
     steps: int = 24_000
     """Optimizer steps (paper: 90 epochs x 800 batches / 3 accumulated)."""
     accumulation: int = 3
@@ -128,7 +130,7 @@ def build_network(config: TrainConfig, *, verbose: bool = True) -> FaceAnything:
     """Random, or from `init` (our checkpoint's size and canonical centre win)."""
     size, centre = config.size, (0.0, 0.0, 0.0)
     if config.init:
-        loaded = read_checkpoint(config.init)
+        loaded = read_checkpoint(config.init, trust=config.trust_checkpoint)
         if loaded.config:
             size = loaded.config.get("size", size)
             centre = tuple(loaded.config.get("canonical_center", centre))
@@ -138,7 +140,7 @@ def build_network(config: TrainConfig, *, verbose: bool = True) -> FaceAnything:
     torch.manual_seed(config.seed)
     net = FaceAnything(net_config)
     if config.init:
-        load_weights(net, config.init)
+        load_weights(net, config.init, loaded=loaded)
         if verbose:
             tqdm.write(str(net.load_report))
     if config.freeze_backbone:
