@@ -1,12 +1,21 @@
-"""Learning on CPU: a small network trained for a few minutes on the sample's shards.
+"""Learning on CPU: a small network trained for a few minutes on the sample's shards; and,
+with --memory, the images per GPU each model size fits, computed from activation sizes.
 
     python benchmarks/bench_train.py --shards out/shards --out /tmp/bench_train
+    python benchmarks/bench_train.py --memory small base large giant
 
 Holds out every 4th timestep (manifests/sample_split.json), trains from scratch, and checks
 on the held-out batches that every loss term fell from the first evaluation to the last,
 that depth AbsRel beats the constant-depth predictor and that canonical-NN correspondence
 EPE beats zero motion. Prints the figures, parameter counts and seconds per step; exits 1
 when a check fails.
+
+--memory counts, on CPU, the bytes autograd keeps for backward (parameters excluded) in one
+bf16-autocast forward of two 504 px views with gradient checkpointing: the backbone keeps only
+each block's input (fp32 residual stream); DA3's heads run in fp32 (autocast off, as on CUDA)
+and keep everything. Per image, that times `MARGIN` (backward's transient gradients and one
+block's recomputation), beside 18 bytes per trained parameter (fp32 weight, gradient, AdamW's
+two moments, the bf16 autocast copy) and `CONTEXT` for CUDA's context and workspace.
 """
 
 from __future__ import annotations
@@ -21,10 +30,17 @@ from pathlib import Path
 import torch
 
 from faceanything.data.batches import DataConfig
-from faceanything.model.network import parameter_count
+from faceanything.model.network import FaceAnything, FaceAnythingConfig, parameter_count
 from faceanything.train.loop import TERMS, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
+MARGIN = 1.25
+"""Factor on the kept activations for backward's transients (an estimate, not measured)."""
+CONTEXT = 2 * 2**30
+"""Bytes of a GPU held by CUDA's context, cuBLAS/cuDNN workspaces and fragmentation."""
+PARAMETER_BYTES = 18
+"""fp32 weight + gradient + AdamW's two moments (16) + the bf16 autocast weight copy (2)."""
+GPUS = {"H100 80 GB": 80e9, "H200 141 GB": 141e9, "A100 40 GB": 40e9}
 
 
 def bench_config(shards: Path, out: Path, *, steps: int, size: str, scale: float) -> TrainConfig:
@@ -98,6 +114,49 @@ def report(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def kept_bytes_per_image(size: str, *, resolution: int = 504, views: int = 2) -> tuple[float, int]:
+    """Bytes autograd keeps per image (parameters excluded) in a bf16-autocast forward with
+    gradient checkpointing (module docstring), and the network's parameter count."""
+    torch.manual_seed(0)
+    net = FaceAnything(FaceAnythingConfig(size=size, gradient_checkpointing=True)).train()
+    weights = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    images = torch.rand(1, views, 3, resolution, resolution)
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast("cpu", dtype=torch.bfloat16),
+    ):
+        net(images, cameras=False)
+    return sum(kept.values()) / views, parameter_count(net)
+
+
+def memory_table(sizes: list[str]) -> str:
+    """Images per GPU at 504 px, bf16, gradient checkpointing, for each size (computed)."""
+    lines = [
+        "| size | parameters | static GB | kept per image MB | "
+        + " | ".join(f"images per {gpu}" for gpu in GPUS)
+        + " |",
+        "| --- " * (4 + len(GPUS)) + "|",
+    ]
+    for size in sizes:
+        per_image, parameters = kept_bytes_per_image(size)
+        static = PARAMETER_BYTES * parameters
+        fits = [int((total - CONTEXT - static) // (MARGIN * per_image)) for total in GPUS.values()]
+        lines.append(
+            f"| {size} | {parameters / 1e6:.0f} M | {static / 1e9:.1f} | {per_image / 2**20:.0f} | "
+            + " | ".join(str(max(0, n)) for n in fits)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shards", type=Path, default=ROOT / "out" / "shards")
@@ -106,8 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="tiny", choices=["tiny", "small"])
     parser.add_argument("--scale", type=float, default=0.25, help="factor on B.1's resolutions")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--memory", nargs="+", metavar="SIZE", help="images per GPU instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.memory:
+        print(memory_table(args.memory))
+        return 0
     config = bench_config(args.shards, args.out, steps=args.steps, size=args.size, scale=args.scale)
     result = run_bench(dataclasses.replace(config))
     print(report(result))
