@@ -52,3 +52,13 @@ train-sample: $(STAMP)
 		$(PY) -m faceanything.predict $$video --checkpoint $(SAMPLE_RUN)/checkpoints/last.pt \
 			--resolution 126 --out $(SAMPLE_RUN)/predict/$$sequence || exit 1; \
 	done
+
+# A synthetic face set (tasks.synthetic) for stage-1 pretraining and held-out-identity checks:
+# 64 training + 8 held-out identities (manifests/synthetic_split.json) x 16 views x 4 timesteps
+# at 176x256, written straight into shards with exact depth, canonical and normal maps.
+.PHONY: synthetic
+synthetic: $(STAMP)
+	$(PY) -m tasks.synthetic --out out/synthetic --identities 64 --seed 0 --views 16 \
+		--timesteps 4 --width 176 --height 256 --workers 2 \
+		--contact-sheet out/synthetic_contact_sheet.png
+	$(PY) -m tasks.formats.shards validate out/synthetic
