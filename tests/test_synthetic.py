@@ -24,6 +24,7 @@ from flame_tracking.lbs import FlameLayer, FlameParams
 from tasks.formats import shards
 from tasks.formats.cameras import Camera, backproject_depth, project
 from tasks.formats.color import linear_to_srgb, srgb_to_linear
+from tasks.synthetic.__main__ import main
 from tasks.synthetic.dataset import (
     SPLIT_MANIFEST,
     SyntheticConfig,
@@ -48,8 +49,18 @@ CONFIG = SyntheticConfig(
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CONFIG set, written by the command line (with its contact sheet)."""
     out = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic(config=CONFIG, out=out)
+    c = CONFIG
+    main(
+        [
+            *("--out", str(out), "--identities", str(c.identities), "--held-out", "1"),
+            *("--seed", str(c.seed), "--width", str(c.width), "--height", str(c.height)),
+            *("--views", str(c.views), "--timesteps", str(c.timesteps)),
+            *("--texture-size", str(c.texture_size), "--contact-sheet", str(out / "sheet.png")),
+        ]
+    )
+    assert (out / "sheet.png").stat().st_size > 10_000
     return out
 
 
