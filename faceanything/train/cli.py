@@ -18,6 +18,7 @@ import torch.distributed as dist
 from faceanything.data.batches import DataConfig
 from faceanything.train.distributed import init_from_env
 from faceanything.train.loop import TrainConfig, train
+from faceanything.train.losses import LossConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m faceanything.train", description="Train Face Anything from shards."
     )
     add = parser.add_argument
-    add("--shards", nargs="+", required=True, help="shard, dataset or shard-parent folders")
+    add("--shards", nargs="*", default=[], help="shard, dataset or shard-parent folders")
     add("--out", required=True, help="run folder (resumed when it holds a run)")
     add("--size", default="small", choices=["tiny", "small", "base", "large", "giant"])
     add("--init", help="DA3 or Face Anything checkpoint to start from (default: random)")
@@ -50,6 +51,25 @@ def _parser() -> argparse.ArgumentParser:
         help="recompute backbone blocks in backward",
     )
     add("--freeze-backbone", action="store_true", help="train the heads only")
+    add(
+        "--stage",
+        choices=["full", "monocular"],
+        default="full",
+        help="full: the whole model on shards (stage 2); monocular: masked-L1 depth "
+        "pretraining on single images (stage 1; then stage 2 with --init its checkpoint)",
+    )
+    add("--david", nargs="*", default=[], help="SynthHuman (DAViD) folders for stage 1")
+    add("--david-bodies", action="store_true", help="stage 1 also takes SynthHuman's bodies")
+    add("--monocular-batch", type=int, default=8, help="images per stage-1 batch")
+    add(
+        "--strategies",
+        nargs="+",
+        choices=["multiview", "temporal"],
+        default=["multiview", "temporal"],
+        help="batch kinds (multiview alone: the paper's static ablation)",
+    )
+    add("--lambda-c", type=float, default=5.0, help="canonical weight lambda_C (eq. 6)")
+    add("--depth-weight", type=float, default=1.0, help="weight of the depth terms (eq. 6)")
     add("--split", nargs="*", default=["manifests/eval_split.json"], help="split files (held out)")
     add("--max-images", type=int, default=48, help="images per batch at most")
     add(
@@ -83,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         scale=args.scale,
         max_images=args.max_images,
         views=tuple(args.views),
+        strategies=tuple(args.strategies),
         augment=not args.no_augment,
         seed=args.seed,
     )
@@ -99,6 +120,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing,
         freeze_backbone=args.freeze_backbone,
+        stage=args.stage,
+        david=tuple(args.david),
+        david_faces_only=not args.david_bodies,
+        monocular_batch=args.monocular_batch,
+        loss=LossConfig(lambda_canonical=args.lambda_c, depth_weight=args.depth_weight),
         splits=tuple(args.split),
         data=data,
         workers=args.workers,

@@ -27,7 +27,9 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Literal
 
+import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -45,6 +47,12 @@ from faceanything.data.batches import (
     split_rows,
     timestep_list,
 )
+from faceanything.data.monocular import (
+    MonocularBatches,
+    david_items,
+    make_monocular_batch,
+    shard_items,
+)
 from faceanything.model.network import FaceAnything, FaceAnythingConfig, Size, load_weights
 from faceanything.train.distributed import (
     current_ranks,
@@ -54,7 +62,7 @@ from faceanything.train.distributed import (
     set_rng_state,
     sum_across,
 )
-from faceanything.train.losses import LossConfig, face_anything_loss
+from faceanything.train.losses import LossConfig, face_anything_loss, monocular_depth_loss
 from faceanything.train.validation import Figures, figures, save_picture
 
 TERMS = [f"{k}_{t}" for k in ("depth", "ray", "canonical") for t in ("reg", "conf", "grad")]
@@ -68,6 +76,17 @@ class TrainConfig:
 
     shards: tuple[str, ...]
     """Shard folders, dataset folders (with a manifest) or folders of shards."""
+    stage: Literal["full", "monocular"] = "full"
+    """"full": the whole model on shards (paper stage 2); "monocular": masked-L1 depth
+    pretraining on single images (stage 1: `david` folders and the shards' views)."""
+    david: tuple[str, ...] = ()
+    """SynthHuman (DAViD) folders for stage 1 (`faceanything.data.monocular`)."""
+    david_faces_only: bool = True
+    """Stage 1 takes SynthHuman's face samples only (not the bodies)."""
+    david_holdout_every: int = 50
+    """Stage 1 holds out SynthHuman samples whose index is a multiple of this."""
+    monocular_batch: int = 8
+    """Images per stage-1 batch."""
     out: str
     """Run folder (log, pictures, checkpoints); an existing run there is resumed."""
     size: Size = "small"
@@ -170,6 +189,8 @@ class Trainer:
         )
         self.state = _State(next_batch=self.ranks.rank)
         self.train_rows, self.held_rows = self._split()
+        if config.stage == "monocular":
+            self.train_items, self.held_items = self._monocular_items()
         self.eval_batches = self._eval_batches() if self.ranks.main else []
         self.corrupt = 0
         self._resume()
@@ -181,6 +202,9 @@ class Trainer:
             )
 
     def _split(self):
+        if not self.config.shards and self.config.stage == "monocular":
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            return pd.DataFrame(), pd.DataFrame()
         rows = read_shards(self.config.shards)
         split = Split()
         for path in self.config.splits:
@@ -201,15 +225,38 @@ class Trainer:
             (self.run_dir / "split.json").write_text(json.dumps(record, indent=1))
         return train, held
 
+    def _monocular_items(self) -> tuple[list, list]:
+        """Stage 1's training and held-out items: the shards' views (split as stage 2's) and
+        the SynthHuman samples (every `david_holdout_every`-th held out)."""
+        train, held = shard_items(self.train_rows), shard_items(self.held_rows)
+        every = self.config.david_holdout_every
+        for folder in self.config.david:
+            for item in david_items(folder, faces_only=self.config.david_faces_only):
+                (held if item[2] % every == 0 else train).append(item)
+        if not train:
+            raise ValueError(
+                f"no stage-1 training image in {self.config.shards} or {self.config.david}"
+            )
+        return train, held
+
     def _eval_batches(self) -> list[dict[str, object]]:
-        if self.held_rows.empty or not self.config.eval_batches:
-            return []
         data = dataclasses.replace(
             self.config.data,
             augment=False,
             seed=self.config.seed + 1,
             buckets=self.config.data.buckets[:1],
         )
+        if self.config.stage == "monocular":
+            if not self.held_items or not self.config.eval_batches:
+                return []
+            size = self.config.monocular_batch
+            made = [
+                make_monocular_batch(self.held_items, data, k, batch_size=size)
+                for k in range(self.config.eval_batches)
+            ]
+            return [b for b in made if b["images"] is not None]
+        if self.held_rows.empty or not self.config.eval_batches:
+            return []
         planner = BatchPlanner(self.held_rows, data)
         centre = self.net.config.canonical_center
         made = [
@@ -298,13 +345,22 @@ class Trainer:
             csv.DictWriter(f, COLUMNS).writerows(rows)
 
     def _batches(self) -> Iterator[dict[str, object]]:
-        dataset = ShardBatches(
-            self.train_rows,
-            self.config.data,
-            start=self.state.next_batch,
-            every=self.ranks.world,
-            canonical_center=self.net.config.canonical_center,
-        )
+        if self.config.stage == "monocular":
+            dataset = MonocularBatches(
+                self.train_items,
+                self.config.data,
+                batch_size=self.config.monocular_batch,
+                start=self.state.next_batch,
+                every=self.ranks.world,
+            )
+        else:
+            dataset = ShardBatches(
+                self.train_rows,
+                self.config.data,
+                start=self.state.next_batch,
+                every=self.ranks.world,
+                canonical_center=self.net.config.canonical_center,
+            )
         for batch in batch_loader(dataset, workers=self.config.workers):
             self.state.next_batch = batch["k"] + self.ranks.world
             self.corrupt += len(batch["corrupt"])
@@ -322,6 +378,8 @@ class Trainer:
         tensors = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         with self._autocast():
             out = net(tensors["images"], cameras=False)
+        if self.config.stage == "monocular":
+            return out, monocular_depth_loss(out, tensors)
         return out, face_anything_loss(out, tensors, config=self.config.loss)
 
     def train_step(self, batches: Iterator[dict[str, object]]) -> dict[str, object]:
@@ -376,11 +434,12 @@ class Trainer:
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value.item() / len(self.eval_batches)
         found = figures(outputs, self.eval_batches)
-        save_picture(
-            self.run_dir / "pictures" / f"step_{self.state.step:07d}.png",
-            self.eval_batches[0],
-            outputs[0],
-        )
+        if self.config.stage == "full":  # stage 1 has no canonical truth to draw
+            save_picture(
+                self.run_dir / "pictures" / f"step_{self.state.step:07d}.png",
+                self.eval_batches[0],
+                outputs[0],
+            )
         images = sum(b["images"].shape[0] * b["images"].shape[1] for b in self.eval_batches)
         return {
             "step": self.state.step,

@@ -32,6 +32,8 @@ class LossConfig:
     """Weight of the confidence-weighted error (eq. 4)."""
     lambda_canonical: float = 5.0
     """Weight of the canonical-map terms (eq. 6)."""
+    depth_weight: float = 1.0
+    """Weight of the depth terms in eq. 6 (1 in the paper; an ablation)."""
 
 
 TERMS = ("reg", "conf", "grad")
@@ -83,6 +85,17 @@ def face_anything_loss(
             pred[key], batch[key], pred[f"{key}_conf"], batch[f"{key}_valid"], config=config
         )
         terms.update({f"{key}_{name}": value for name, value in found.items()})
-    geometry = sum(terms[f"{k}_{t}"] for k in ("depth", "ray") for t in TERMS)
+    depth = sum(terms[f"depth_{t}"] for t in TERMS)
+    ray = sum(terms[f"ray_{t}"] for t in TERMS)
     canonical = sum(terms[f"canonical_{t}"] for t in TERMS)
-    return {"loss": geometry + config.lambda_canonical * canonical, **terms}
+    loss = config.depth_weight * depth + ray + config.lambda_canonical * canonical
+    return {"loss": loss, **terms}
+
+
+def monocular_depth_loss(pred: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Stage 1 (paper 3.2): the masked L1 depth regression, eq. 3's term on the valid
+    (foreground) pixels, as "loss" and "depth_reg"."""
+    valid = batch["depth_valid"].bool()
+    error = torch.where(valid, pred["depth"].float() - batch["depth"].float(), 0.0).abs()
+    reg = error.sum() / valid.sum().clamp(min=1)
+    return {"loss": reg, "depth_reg": reg}
