@@ -1,4 +1,6 @@
-"""Training Face Anything from shards (paper 3.1, 3.2, 4.1, B.1).
+"""Training Face Anything (paper 3.1, 3.2, 4.1, B.1): stage 2, the whole model on shards, or
+stage 1 (`stage="monocular"`), depth alone with the masked L1 loss on single images
+(`faceanything.data.monocular`).
 
     python -m faceanything.train --shards out/shards --out runs/small --size small \\
         --init DA3-SMALL/model.safetensors          (command line: `faceanything.train.cli`)
