@@ -24,6 +24,8 @@ from flame_tracking.lbs import FlameLayer, FlameParams
 from tasks.formats import shards
 from tasks.formats.cameras import Camera, backproject_depth, project
 from tasks.formats.color import linear_to_srgb, srgb_to_linear
+from tasks.pictures.render import rasterize
+from tasks.sample.scene import ground_truth_maps
 from tasks.synthetic.__main__ import main
 from tasks.synthetic.dataset import (
     SPLIT_MANIFEST,
@@ -212,14 +214,22 @@ def _frontal_render(identity: Identity) -> tuple[np.ndarray, np.ndarray]:
         ambient=np.full(3, 0.3),
         exposure=1.0,
     )
-    rgb, mask = render_linear(
+    camera = next(iter(camera.values()))
+    fragments = rasterize(scene=frame.scene, camera=camera)
+    truth = ground_truth_maps(
+        frame=frame, model=model, camera=camera, face_triangles=np.zeros(len(model.f), bool)
+    )
+    rgb = render_linear(
+        fragments=fragments,
+        normals=truth["normal"],
         frame=frame,
         model=model,
         texture=texture,
-        camera=next(iter(camera.values())),
+        camera=camera,
         lighting=lighting,
         specular=0.0,
     )
+    mask = fragments.mask
     return linear_to_srgb(np.clip(np.nan_to_num(rgb), 0, 1)), mask
 
 

@@ -291,13 +291,20 @@ def _normals(fragments: Fragments, vertex_normals: np.ndarray) -> np.ndarray:
 
 
 def ground_truth_maps(
-    *, frame: PosedFrame, model: FlameModel, camera: Camera, face_triangles: np.ndarray
+    *,
+    frame: PosedFrame,
+    model: FlameModel,
+    camera: Camera,
+    face_triangles: np.ndarray,
+    fragments: Fragments | None = None,
 ) -> dict[str, np.ndarray]:
     """A view's truth: `depth` (H, W) camera z in metres (NaN off the head), `canonical`
     (H, W, 3) the template point of each pixel's surface point (on the hair: see
     `PosedFrame.hair_canonical`), `normal` (H, W, 3) unit world normal, `mask` (H, W) 1 on
-    triangles of the face region (`face_triangles` (F,) bool), `hair` (H, W) 1 on the hair."""
-    fragments = rasterize(scene=frame.scene, camera=camera)
+    triangles of the face region (`face_triangles` (F,) bool), `hair` (H, W) 1 on the hair.
+    `fragments`: the view already rasterized (of `frame.scene` by `camera`), to reuse."""
+    if fragments is None:
+        fragments = rasterize(scene=frame.scene, camera=camera)
     hit = fragments.mask
     hair = _hair_pixels(fragments, len(model.f))
     face = np.zeros(hit.shape, dtype=np.float32)

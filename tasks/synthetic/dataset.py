@@ -43,6 +43,7 @@ from tasks.formats.shards import (
     write_manifest,
     write_shard,
 )
+from tasks.pictures.render import rasterize
 from tasks.progress import Progress, silent
 from tasks.sample.scene import ground_truth_maps, record, stream
 from tasks.synthetic.identity import (
@@ -170,7 +171,18 @@ def render_identity(
     samples = []
     for t, frame in enumerate(frames):
         for serial, camera in cameras.items():
-            rgb, mask = render_linear(
+            fragments = rasterize(scene=frame.scene, camera=camera)
+            mask = fragments.mask
+            truth = ground_truth_maps(
+                frame=frame,
+                model=model,
+                camera=camera,
+                face_triangles=face_triangles,
+                fragments=fragments,
+            )
+            rgb = render_linear(
+                fragments=fragments,
+                normals=truth["normal"],
                 frame=frame,
                 model=model,
                 texture=texture,
@@ -184,9 +196,6 @@ def render_identity(
                 cast=cast,
                 noise_sigma=sigma,
                 rng=noise,
-            )
-            truth = ground_truth_maps(
-                frame=frame, model=model, camera=camera, face_triangles=face_triangles
             )
             stem = staging / f"{t:05d}_{serial}"
             _write_png(stem.with_suffix(".png"), image)

@@ -25,13 +25,11 @@ from flame_tracking.model import FlameModel
 from flame_tracking.sample_model import template_keypoints
 from tasks.formats.cameras import SERIALS, Camera
 from tasks.formats.color import srgb_to_linear
-from tasks.pictures.render import light, rasterize
+from tasks.pictures.render import Fragments, light
 from tasks.sample.hair import Hair
 from tasks.sample.scene import (
     RIG,
     PosedFrame,
-    _all_normals,
-    _normals,
     background,
     look_at,
     pose_frame,
@@ -170,20 +168,21 @@ def draw_lighting(identity: Identity) -> Lighting:
 
 def render_linear(
     *,
+    fragments: Fragments,
+    normals: np.ndarray,
     frame: PosedFrame,
     model: FlameModel,
     texture: np.ndarray,
     camera: Camera,
     lighting: Lighting,
     specular: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) linear RGB of the head and hair lit by `lighting` (NaN off them), and the
-    (H, W) mask. Each coloured light is `tasks.pictures.render.light` with its one direction;
-    the skin shines with `specular`, the hair a third of that."""
-    fragments = rasterize(scene=frame.scene, camera=camera)
+) -> np.ndarray:
+    """(H, W, 3) linear RGB of the head and hair that `fragments` (of `frame.scene` by
+    `camera`) see, with (H, W, 3) world `normals` (the truth's), lit by `lighting`; NaN off
+    them. Each coloured light is `tasks.pictures.render.light` with its one direction; the
+    skin shines with `specular`, the hair a third of that."""
     mask = fragments.mask
     albedo = surface_albedo(fragments=fragments, frame=frame, model=model, texture=texture)
-    normals = _normals(fragments, _all_normals(frame))
     shine = np.where(fragments.triangle >= len(model.f), specular / 3, specular)
     rgb = np.where(mask[..., None], albedo * lighting.ambient, np.nan)
     for direction, color in zip(lighting.directions, lighting.colors, strict=True):
@@ -197,7 +196,7 @@ def render_linear(
             specular=shine,
         )
         rgb += lit * color
-    return lighting.exposure * rgb, mask
+    return lighting.exposure * rgb
 
 
 @functools.cache
